@@ -1,0 +1,114 @@
+"""File helpers: atomic writes and tolerant image decoding.
+
+Every file the project writes goes through :func:`atomic_write_bytes`, so an
+interrupted run leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from m2f_bench.errors import BadImageError, M2FError
+
+_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 text atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of an RGB (H×W×3) or single-channel (H×W) uint8 array."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", image, _PNG_PARAMS)
+    if not ok:  # pragma: no cover - cv2 only fails on unsupported dtypes
+        raise M2FError(f"cannot encode an array of shape {image.shape} as PNG")
+    return buf.tobytes()
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write an RGB or single-channel uint8 image as PNG, atomically."""
+    atomic_write_bytes(path, encode_png(image))
+
+
+def write_mask_png(path: str | os.PathLike, mask: np.ndarray) -> None:
+    """Write a boolean mask as a 0/255 single-channel PNG."""
+    write_png(path, np.where(mask, 255, 0).astype(np.uint8))
+
+
+def read_mask_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a mask written by :func:`write_mask_png` back as booleans."""
+    data = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if data is None:
+        raise BadImageError(f"cannot read mask {path}")
+    return data > 127
+
+
+def _to_rgb8(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        # Composite on white: a transparent background is not part of the face.
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(canvas, rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file into an RGB uint8 array (H×W×3).
+
+    Grayscale, palette, RGBA and 16-bit files are converted; EXIF orientation is
+    applied.
+
+    Raises:
+        BadImageError: The file is missing, empty, truncated or not an image.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            rgb = _to_rgb8(img)
+    except FileNotFoundError:
+        raise BadImageError(f"image file not found: {path}") from None
+    except UnidentifiedImageError:
+        raise BadImageError(f"not an image file: {path}") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise BadImageError(f"corrupt or truncated image {path}: {exc}") from None
+    if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise BadImageError(f"empty image: {path}")
+    return rgb

@@ -1,0 +1,122 @@
+"""One small registry type for every plug-in family (datasets, mask styles, inpainters ...).
+
+Entries are registered with a decorator, or lazily as ``"module:attr"`` so that heavy
+back-ends are imported only when used. Third-party packages add entries through an
+entry-point group. A duplicate name is an error; an unknown name lists close matches.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
+from typing import Any, Generic, TypeVar
+
+from m2f_bench.errors import M2FError, UnknownNameError
+
+T = TypeVar("T")
+
+
+def load_target(target: str) -> Any:
+    """Import ``"package.module:attr"`` and return the attribute.
+
+    Raises:
+        M2FError: The string is malformed, or the module or attribute does not exist.
+    """
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise M2FError(f"target {target!r} must look like 'package.module:Name'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise M2FError(f"cannot import {module_name!r} for {target!r}: {exc}") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise M2FError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+class Registry(Generic[T]):
+    """Name → object map for one plug-in family.
+
+    Args:
+        kind: What the entries are, for messages ("inpainter", "dataset").
+        entry_point_group: Entry-point group scanned for third-party entries.
+    """
+
+    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._entries: dict[str, T | str] = {}
+        self._entry_points_loaded = entry_point_group is None
+
+    def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
+        """Register ``obj`` under ``name``; without ``obj``, return a decorator."""
+        if obj is not None:
+            self._add(name, obj)
+            return obj
+
+        def decorator(value: T) -> T:
+            self._add(name, value)
+            return value
+
+        return decorator
+
+    def register_lazy(self, name: str, target: str) -> None:
+        """Register ``"module:attr"``, imported on first :meth:`get`."""
+        if ":" not in target:
+            raise ValueError(f"lazy target {target!r} must look like 'module:attr'")
+        self._add(name, target)
+
+    def _add(self, name: str, value: T | str) -> None:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._entries[name] = value
+
+    def _load_entry_points(self) -> None:
+        if self._entry_points_loaded:
+            return
+        self._entry_points_loaded = True
+        for ep in entry_points(group=self.entry_point_group):
+            if ep.name not in self._entries:
+                self._entries[ep.name] = ep.value
+
+    def get(self, name: str) -> T:
+        """The entry called ``name``, importing it if it was registered lazily.
+
+        Raises:
+            UnknownNameError: No such entry; the message lists close matches.
+        """
+        if name not in self._entries:
+            self._load_entry_points()
+        if name not in self._entries:
+            known = self.names()
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}{hint} (known: {', '.join(known) or 'none'})"
+            )
+        value = self._entries[name]
+        if isinstance(value, str):
+            value = load_target(value)
+            self._entries[name] = value
+        return value
+
+    def names(self) -> list[str]:
+        """Every registered name, third-party entries included, sorted."""
+        self._load_entry_points()
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        self._load_entry_points()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
