@@ -1,0 +1,302 @@
+"""The ``m2f-bench`` command line. Thin: it parses options and calls the library."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from m2f_bench import __version__
+from m2f_bench.errors import M2FError
+
+app = typer.Typer(
+    help="Benchmark face-mask removal: pixel fidelity and face-verification accuracy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+masks_app = typer.Typer(help="Synthetic face masks.", no_args_is_help=True)
+benchmark_app = typer.Typer(help="Throughput and memory benchmarks.", no_args_is_help=True)
+app.add_typer(masks_app, name="masks")
+app.add_typer(benchmark_app, name="benchmark")
+
+DataHome = Annotated[
+    Path | None,
+    typer.Option(help="Datasets folder [default: $M2F_DATA_HOME, else the user cache]."),
+]
+ModelHome = Annotated[
+    Path | None,
+    typer.Option(help="Model weights folder [default: $M2F_MODEL_HOME, else the user cache]."),
+]
+Offline = Annotated[bool, typer.Option("--offline", help="Never download; report what is missing.")]
+Root = Annotated[Path | None, typer.Option(help="Dataset folder [default: <data home>/<dataset>].")]
+Size = Annotated[int, typer.Option(help="Side of the aligned crop in pixels.", min=32, max=2048)]
+Seed = Annotated[int, typer.Option(help="Seed for masks and subsets.")]
+Detector = Annotated[
+    str, typer.Option(help="auto (SCRFD, dlib HOG as fallback), scrfd or dlib-hog.")
+]
+
+
+def cli_errors(func):
+    """Turn user errors into one line on stderr and exit code 2; Ctrl-C into exit 130."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except M2FError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted; run the same command again to resume", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+def _settings(data_home: Path | None, model_home: Path | None, offline: bool):
+    from m2f_bench.settings import Settings
+
+    return Settings.resolve(data_home, model_home, offline=offline or None)
+
+
+def _open_dataset(name: str, settings, root: Path | None):
+    from m2f_bench.data import DATASETS
+
+    return DATASETS.get(name).open(settings, root)
+
+
+def _mask_types(value: str | None) -> tuple[str, ...]:
+    from m2f_bench.masks import MASK_STYLES, MASK_TYPES
+
+    if not value:
+        return MASK_TYPES
+    types = tuple(t.strip() for t in value.split(",") if t.strip())
+    for t in types:
+        MASK_STYLES.get(t)  # unknown names fail here, with close matches
+    return types
+
+
+def _subset(records: list, limit: int | None, seed: int) -> list:
+    """A seeded subset of ``limit`` records, kept in dataset order.
+
+    A fixed permutation per seed means a larger limit is a superset of a smaller one, so
+    a prepared subset is reused when the limit grows.
+    """
+    import numpy as np
+
+    if limit is None or limit >= len(records):
+        return records
+    order = np.random.default_rng(seed).permutation(len(records))[:limit]
+    return [records[i] for i in sorted(order)]
+
+
+@app.command()
+@cli_errors
+def prepare(
+    dataset: Annotated[str, typer.Argument(help="Dataset name: lfw, celebahq, folder.")],
+    split: Annotated[str, typer.Option(help="train, test or all.")] = "test",
+    size: Size = 128,
+    limit: Annotated[int | None, typer.Option(help="Prepare a seeded subset of N images.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder.")] = None,
+    mask_types: Annotated[
+        str | None, typer.Option(help="Comma-separated mask types [default: all].")
+    ] = None,
+    seed: Seed = 0,
+    detector: Detector = "auto",
+    det_size: Annotated[int | None, typer.Option(help="SCRFD input size (multiple of 32).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = min(
+        4, os.cpu_count() or 1
+    ),
+    root: Root = None,
+    data_home: DataHome = None,
+    model_home: ModelHome = None,
+    offline: Offline = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Detect, align, landmark and mask a face dataset; write crops, masks and a manifest."""
+    from m2f_bench.faces.pipeline import AlignerConfig
+    from m2f_bench.prepare import PrepareConfig
+    from m2f_bench.prepare import prepare as run_prepare
+
+    if split not in ("train", "test", "all"):
+        raise M2FError(f"unknown split {split!r}; choose train, test or all")
+    if det_size is not None and det_size % 32:
+        raise M2FError(f"--det-size must be a multiple of 32, got {det_size}")
+    settings = _settings(data_home, model_home, offline)
+    ds = _open_dataset(dataset, settings, root)
+    types = _mask_types(mask_types)
+    records = _subset(ds.select(split), limit, seed)
+    if not records:
+        raise M2FError(f"the {split} split of {dataset} has no images")
+    aligner = AlignerConfig.resolve(
+        settings, size=size, detector=detector, det_size=det_size, threads=1
+    )
+    config = PrepareConfig(
+        dataset=dataset,
+        dataset_root=str(ds.root),
+        aligner=aligner,
+        mask_types=types,
+        seed=seed,
+    )
+    out = out or Path("runs") / f"prepared-{dataset}-{split}-{size}"
+    summary = run_prepare(records, config, out, workers=workers, progress=progress)
+    rate = 100.0 * summary.n_failed / max(1, summary.n_images)
+    typer.echo(
+        f"{summary.n_ok} of {summary.n_images} images prepared, {summary.n_failed} failed "
+        f"({rate:.2f} %), {summary.n_reused} reused, {summary.seconds:.1f} s → {out}"
+    )
+    for reason, count in sorted(summary.failures.items()):
+        typer.echo(f"  failed: {count} × {reason}")
+    for t, c in summary.coverage.items():
+        typer.echo(
+            f"  coverage {t:<15} mean {c['mean']:.3f}  min {c['min']:.3f}  max {c['max']:.3f}"
+        )
+
+
+@masks_app.command("preview")
+@cli_errors
+def masks_preview(
+    dataset: Annotated[str, typer.Argument(help="Dataset to draw faces from.")] = "lfw",
+    n: Annotated[int, typer.Option(help="Number of faces (rows).", min=1, max=200)] = 24,
+    size: Size = 128,
+    seed: Seed = 0,
+    mask_types: Annotated[
+        str | None, typer.Option(help="Comma-separated mask types [default: all].")
+    ] = None,
+    image: Annotated[
+        list[Path] | None,
+        typer.Option(help="Use these photos instead of the dataset (repeatable)."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("mask-preview.png"),
+    detector: Detector = "auto",
+    root: Root = None,
+    data_home: DataHome = None,
+    model_home: ModelHome = None,
+    offline: Offline = False,
+) -> None:
+    """Render a contact sheet: each face unmasked and with every mask type."""
+    from m2f_bench._io import read_image, write_png
+    from m2f_bench.errors import BadImageError, NoFaceError
+    from m2f_bench.faces.pipeline import AlignerConfig
+    from m2f_bench.masks import contact_sheet
+
+    settings = _settings(data_home, model_home, offline)
+    types = _mask_types(mask_types)
+    aligner = AlignerConfig.resolve(settings, size=size, detector=detector).build()
+    if image:
+        sources = [(p, p.stem) for p in image]
+    else:
+        ds = _open_dataset(dataset, settings, root)
+        pool = _subset(ds.select("test") or ds.records(), n * 2, seed)
+        sources = [(r.path, r.image_id) for r in pool]
+    faces = []
+    for path, image_id in sources:
+        try:
+            face = aligner.align(read_image(path))
+        except (BadImageError, NoFaceError) as exc:
+            typer.echo(f"skipped {path}: {exc}", err=True)
+            continue
+        faces.append((face.crop, face.landmarks, image_id))
+        if len(faces) == n:
+            break
+    if not faces:
+        raise M2FError("no face to preview")
+    write_png(out, contact_sheet(faces, types, seed=seed))
+    typer.echo(f"{len(faces)} faces × {len(types)} mask types → {out}")
+
+
+@app.command("list")
+@cli_errors
+def list_plugins(
+    what: Annotated[str, typer.Argument(help="datasets, detectors, mask-types or models.")] = "all",
+) -> None:
+    """List what is available: datasets, detectors, mask types, model files."""
+    from m2f_bench.data import DATASETS
+    from m2f_bench.faces.detect import DETECTORS
+    from m2f_bench.hub import MODEL_FILES
+    from m2f_bench.masks import MASK_STYLES
+
+    groups = {
+        "datasets": DATASETS.names(),
+        "detectors": DETECTORS.names(),
+        "mask-types": MASK_STYLES.names(),
+        "models": [f"{m.filename}  ({m.origin}; {m.license})" for m in MODEL_FILES.values()],
+    }
+    if what != "all" and what not in groups:
+        raise M2FError(f"unknown list {what!r}; choose {', '.join(groups)} or all")
+    for name, items in groups.items():
+        if what in ("all", name):
+            typer.echo(f"{name}:")
+            for item in items:
+                typer.echo(f"  {item}")
+
+
+@benchmark_app.command("prepare")
+@cli_errors
+def benchmark_prepare(
+    dataset: Annotated[str, typer.Argument(help="Dataset name.")] = "lfw",
+    limit: Annotated[int, typer.Option(help="Images to process.", min=1)] = 1000,
+    size: Size = 128,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 2,
+    root: Root = None,
+    data_home: DataHome = None,
+    model_home: ModelHome = None,
+) -> None:
+    """Time ``prepare`` (detect + landmarks + align + every mask type + writes) from scratch.
+
+    Prints images/s and the peak resident memory of the main and the worker processes.
+    """
+    import platform
+    import resource
+    import tempfile
+
+    from m2f_bench.faces.pipeline import AlignerConfig
+    from m2f_bench.masks import MASK_TYPES
+    from m2f_bench.prepare import PrepareConfig
+    from m2f_bench.prepare import prepare as run_prepare
+
+    settings = _settings(data_home, model_home, False)
+    ds = _open_dataset(dataset, settings, root)
+    records = _subset(ds.records(), limit, 0)
+    config = PrepareConfig(
+        dataset=dataset,
+        dataset_root=str(ds.root),
+        aligner=AlignerConfig.resolve(settings, size=size, threads=1),
+        mask_types=MASK_TYPES,
+    )
+    with tempfile.TemporaryDirectory(prefix="m2f-bench-") as tmp:
+        summary = run_prepare(records, config, tmp, workers=workers, progress=False)
+    main_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    typer.echo(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}")
+    typer.echo(
+        f"prepare {dataset}: {summary.n_images} images, size {size}, {len(MASK_TYPES)} mask "
+        f"types, {workers} workers: {summary.images_per_second:.1f} images/s "
+        f"({summary.seconds:.1f} s, {summary.n_failed} failed)"
+    )
+    typer.echo(f"peak memory: main process {main_mib:.0f} MiB, largest worker {child_mib:.0f} MiB")
+
+
+def main() -> None:  # pragma: no cover - console-script shim
+    app()

@@ -1,0 +1,319 @@
+"""``m2f-bench prepare``: photos → aligned crops, landmarks, masked crops and hole masks.
+
+Output folder layout::
+
+    DIR/prepare.json                  settings, counts, timings, coverage per mask type
+    DIR/manifest.csv                  one row per (image, mask type); one row per failed image
+    DIR/crops/<image_id>.png          aligned crop
+    DIR/landmarks/<image_id>.json     detection, keypoints, 68 landmarks, status (written last)
+    DIR/masked/<type>/<image_id>.png  masked crop
+    DIR/holes/<type>/<image_id>.png   hole mask (255 = pixel altered by the mask)
+
+Every file is written atomically and an image's landmarks file is written after all its
+other files, so it marks the image as done: a rerun with the same settings skips done
+images (an interrupted run resumes), and a rerun with other settings redoes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from m2f_bench import __version__
+from m2f_bench._io import atomic_write_json, atomic_write_text, write_mask_png, write_png
+from m2f_bench.data.base import FaceRecord
+from m2f_bench.errors import BadImageError, NoFaceError
+from m2f_bench.faces.pipeline import AlignerConfig, FaceAligner
+
+log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = [
+    "image_id",
+    "identity",
+    "fold",
+    "split",
+    "status",
+    "reason",
+    "det_score",
+    "detector",
+    "mask_type",
+    "coverage",
+    "crop_path",
+    "masked_path",
+    "hole_path",
+    "landmarks_path",
+]
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Everything that decides the content of prepared files.
+
+    Which images are prepared (split, limit) is not part of it: it selects work, it does
+    not change how an image is processed.
+    """
+
+    dataset: str
+    dataset_root: str
+    aligner: AlignerConfig
+    mask_types: tuple[str, ...]
+    seed: int = 0
+
+    def fingerprint(self) -> str:
+        """Short digest of the settings and the package version."""
+        payload = asdict(self) | {"version": __version__}
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class PrepareSummary:
+    """What a prepare run did."""
+
+    out_dir: Path
+    n_images: int
+    n_ok: int
+    n_failed: int
+    n_reused: int
+    seconds: float
+    coverage: dict[str, dict[str, float]] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def images_per_second(self) -> float:
+        done = self.n_images - self.n_reused
+        return done / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _rel(kind: str, image_id: str, mask_type: str | None = None) -> str:
+    if mask_type is None:
+        suffix = "json" if kind == "landmarks" else "png"
+        return f"{kind}/{image_id}.{suffix}"
+    return f"{kind}/{mask_type}/{image_id}.png"
+
+
+class _Worker:
+    """Processes one record; one instance per process."""
+
+    def __init__(self, config: PrepareConfig, out_dir: Path) -> None:
+        from m2f_bench.masks import apply_mask
+
+        self.config = config
+        self.fingerprint = config.fingerprint()
+        self.out_dir = out_dir
+        self._apply_mask = apply_mask
+        self._aligner: FaceAligner | None = None
+
+    @property
+    def aligner(self) -> FaceAligner:
+        if self._aligner is None:  # built on first use, inside the worker process
+            self._aligner = self.config.aligner.build()
+        return self._aligner
+
+    def load_done(self, record: FaceRecord) -> dict | None:
+        path = self.out_dir / _rel("landmarks", record.image_id)
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if state.get("fingerprint") != self.fingerprint:
+            return None
+        if state["status"] == "ok" and not all(
+            (self.out_dir / _rel(k, record.image_id, t)).is_file()
+            for t in self.config.mask_types
+            for k in ("masked", "holes")
+        ):
+            return None
+        return state
+
+    def __call__(self, record: FaceRecord) -> tuple[dict, bool]:
+        done = self.load_done(record)
+        if done is not None:
+            return done, True
+        from m2f_bench._io import read_image
+
+        state: dict = {"fingerprint": self.fingerprint, "image_id": record.image_id}
+        try:
+            image = read_image(record.path)
+            face = self.aligner.align(image)
+        except (BadImageError, NoFaceError) as exc:
+            state |= {"status": "failed", "reason": str(exc), "error": type(exc).__name__}
+        else:
+            write_png(self.out_dir / _rel("crops", record.image_id), face.crop)
+            coverage = {}
+            for mask_type in self.config.mask_types:
+                masked = self._apply_mask(
+                    face.crop,
+                    face.landmarks,
+                    mask_type,
+                    image_id=record.image_id,
+                    seed=self.config.seed,
+                )
+                write_png(self.out_dir / _rel("masked", record.image_id, mask_type), masked.image)
+                write_mask_png(
+                    self.out_dir / _rel("holes", record.image_id, mask_type), masked.hole
+                )
+                coverage[mask_type] = round(float(masked.coverage), 6)
+            state |= {
+                "status": "ok",
+                "reason": "",
+                "detector": face.detector,
+                "det_score": round(face.det_score, 6),
+                "box": np.round(face.box, 2).tolist(),
+                "keypoints": np.round(face.keypoints, 3).tolist(),
+                "matrix": np.round(face.matrix, 8).tolist(),
+                "landmarks": np.round(face.landmarks, 3).tolist(),
+                "coverage": coverage,
+            }
+        # Written last: its presence marks the image as done.
+        atomic_write_json(self.out_dir / _rel("landmarks", record.image_id), state)
+        return state, False
+
+
+_WORKER: _Worker | None = None
+
+
+def _init_worker(config: PrepareConfig, out_dir: Path) -> None:
+    global _WORKER
+    _WORKER = _Worker(config, out_dir)
+
+
+def _run_in_worker(record: FaceRecord) -> tuple[dict, bool]:
+    assert _WORKER is not None
+    return _WORKER(record)
+
+
+def _rows(record: FaceRecord, state: dict, mask_types: Sequence[str]) -> Iterator[dict]:
+    base = {
+        "image_id": record.image_id,
+        "identity": record.identity,
+        "fold": record.fold,
+        "split": record.split,
+        "status": state["status"],
+        "reason": state.get("reason", ""),
+        "det_score": state.get("det_score"),
+        "detector": state.get("detector", ""),
+        "landmarks_path": _rel("landmarks", record.image_id),
+    }
+    if state["status"] != "ok":
+        yield base | {
+            "mask_type": "",
+            "coverage": None,
+            "crop_path": "",
+            "masked_path": "",
+            "hole_path": "",
+        }
+        return
+    for mask_type in mask_types:
+        yield base | {
+            "mask_type": mask_type,
+            "coverage": state["coverage"][mask_type],
+            "crop_path": _rel("crops", record.image_id),
+            "masked_path": _rel("masked", record.image_id, mask_type),
+            "hole_path": _rel("holes", record.image_id, mask_type),
+        }
+
+
+def prepare(
+    records: Sequence[FaceRecord],
+    config: PrepareConfig,
+    out_dir: str | os.PathLike,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+) -> PrepareSummary:
+    """Prepare ``records`` into ``out_dir`` and write ``manifest.csv`` and ``prepare.json``.
+
+    Args:
+        records: The images, in manifest order.
+        config: How to process them.
+        out_dir: Output folder (created).
+        workers: Processes; each runs detection with one ONNX Runtime thread.
+        progress: Show a progress bar.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = [r.image_id for r in records]
+    if len(set(ids)) != len(ids):
+        raise ValueError("image ids must be unique")
+    start = time.perf_counter()
+    states: list[dict] = [{}] * len(records)
+    n_reused = 0
+    bar = tqdm(total=len(records), desc="prepare", unit="img", disable=not progress)
+    if workers <= 1:
+        worker = _Worker(config, out_dir)
+        results: Iterator[tuple[dict, bool]] = map(worker, records)
+        pool = None
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(config, out_dir))
+        results = pool.imap(_run_in_worker, records, chunksize=4)
+    try:
+        for i, (state, reused) in enumerate(results):
+            states[i] = state
+            n_reused += reused
+            bar.update()
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    seconds = time.perf_counter() - start
+
+    rows = [
+        row for r, s in zip(records, states, strict=True) for row in _rows(r, s, config.mask_types)
+    ]
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    atomic_write_text(out_dir / "manifest.csv", manifest.to_csv(index=False))
+
+    ok = manifest[manifest.status == "ok"]
+    coverage = {
+        t: {
+            "mean": float(g.coverage.mean()),
+            "min": float(g.coverage.min()),
+            "max": float(g.coverage.max()),
+        }
+        for t, g in ok.groupby("mask_type", sort=False)
+    }
+    failed = [s for s in states if s["status"] != "ok"]
+    failures: dict[str, int] = {}
+    for s in failed:
+        failures[s["error"]] = failures.get(s["error"], 0) + 1
+    summary = PrepareSummary(
+        out_dir=out_dir,
+        n_images=len(records),
+        n_ok=len(records) - len(failed),
+        n_failed=len(failed),
+        n_reused=n_reused,
+        seconds=seconds,
+        coverage=coverage,
+        failures=failures,
+    )
+    atomic_write_json(
+        out_dir / "prepare.json",
+        {
+            "m2f_bench_version": __version__,
+            "fingerprint": config.fingerprint(),
+            "config": asdict(config),
+            "n_images": summary.n_images,
+            "n_ok": summary.n_ok,
+            "n_failed": summary.n_failed,
+            "n_reused": summary.n_reused,
+            "seconds": round(seconds, 3),
+            "workers": workers,
+            "coverage_by_mask_type": coverage,
+            "failure_reasons": failures,
+        },
+    )
+    return summary
