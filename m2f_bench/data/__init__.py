@@ -10,5 +10,6 @@ DATASETS: Registry[type[FaceDataset]] = Registry("dataset", "m2f_bench.datasets"
 DATASETS.register_lazy("lfw", "m2f_bench.data.lfw:LFW")
 DATASETS.register_lazy("celebahq", "m2f_bench.data.celebahq:CelebAHQ")
 DATASETS.register_lazy("folder", "m2f_bench.data.folder:IdentityFolder")
+DATASETS.register_lazy("demo", "m2f_bench.data.demo:DemoFaces")
 
 __all__ = ["DATASETS", "FaceDataset", "FaceRecord", "Pair"]

@@ -1,0 +1,18 @@
+"""Inpainters: one registry, one file per family, a factory that builds one from a spec.
+
+Built-ins: ``masked`` (the lower bound), ``opencv-telea``, ``opencv-ns``, ``biharmonic``;
+and three ways to benchmark someone else's model without touching this package:
+``python`` (an importable class), ``onnx`` (an exported model) and ``command`` (an
+external program). Installed packages add more through the ``m2f_bench.inpainters``
+entry-point group.
+"""
+
+from __future__ import annotations
+
+from m2f_bench.inpainters import classical, command, python  # noqa: F401  (registration)
+from m2f_bench.inpainters.base import INPAINTERS, Inpainter, build_inpainter, list_inpainters
+
+# ONNX Runtime is imported only when an onnx inpainter is built.
+INPAINTERS.register_lazy("onnx", "m2f_bench.inpainters.onnx:ONNXInpainter")
+
+__all__ = ["INPAINTERS", "Inpainter", "build_inpainter", "list_inpainters"]

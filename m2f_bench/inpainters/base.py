@@ -1,0 +1,189 @@
+"""The inpainter contract, its registry and the factory that builds one from a spec.
+
+An inpainter fills the holes of a batch of masked face crops. Subclasses implement
+:meth:`Inpainter.inpaint`; callers call the instance, which validates the batch, checks
+what the subclass returned and composites it, so that every pixel outside the hole is the
+input's, bit for bit, whatever the back-end does there.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from m2f_bench.errors import M2FError
+from m2f_bench.registry import Registry
+
+#: Inpainters by name; third parties add theirs through the ``m2f_bench.inpainters`` group.
+INPAINTERS: Registry[Callable[..., Any]] = Registry("inpainter", "m2f_bench.inpainters")
+
+
+def _describe(array: Any) -> str:
+    if isinstance(array, np.ndarray):
+        return f"{array.dtype} {tuple(array.shape)}"
+    return type(array).__name__
+
+
+class Inpainter(ABC):
+    """Fills the holes of a batch of masked face crops.
+
+    The images an inpainter receives are the masked crops: the synthetic mask is drawn
+    inside the hole, so an inpainter must not rely on what the hole pixels contain.
+    """
+
+    #: Display name in reports and messages; :func:`build_inpainter` sets it from the spec.
+    name: str = "inpainter"
+
+    @abstractmethod
+    def inpaint(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
+        """Fill the holes.
+
+        Args:
+            images: Masked crops, uint8 N×H×W×3 RGB; the caller's copy is not touched.
+            holes: Bool N×H×W, true where a pixel must be filled.
+
+        Returns:
+            Uint8 N×H×W×3; only the pixels inside the hole are used.
+        """
+
+    def __call__(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
+        """Inpaint a batch and composite the result onto the input.
+
+        Args:
+            images: Masked crops, uint8 N×H×W×3 RGB.
+            holes: Bool N×H×W, true where a pixel must be filled.
+
+        Returns:
+            Uint8 N×H×W×3: the inpainted pixels inside the hole, the input's elsewhere.
+
+        Raises:
+            M2FError: The batch is malformed, or the inpainter returned the wrong shape or
+                dtype.
+        """
+        if not (
+            isinstance(images, np.ndarray)
+            and images.dtype == np.uint8
+            and images.ndim == 4
+            and images.shape[-1] == 3
+        ):
+            raise M2FError(
+                f"inpainter {self.name!r}: images must be uint8 N×H×W×3, got {_describe(images)}"
+            )
+        if not (
+            isinstance(holes, np.ndarray)
+            and holes.dtype == np.bool_
+            and holes.shape == images.shape[:3]
+        ):
+            raise M2FError(
+                f"inpainter {self.name!r}: holes must be bool {images.shape[:3]} "
+                f"to match the images, got {_describe(holes)}"
+            )
+        if len(images) == 0:
+            return images.copy()
+        # Copies, so a back-end that writes into its inputs cannot change what is
+        # composited outside the hole.
+        result = self.inpaint(images.copy(), holes.copy())
+        if not (
+            isinstance(result, np.ndarray)
+            and result.dtype == np.uint8
+            and result.shape == images.shape
+        ):
+            raise M2FError(
+                f"inpainter {self.name!r} returned {_describe(result)}; "
+                f"expected uint8 {images.shape}"
+            )
+        return np.where(holes[..., None], result, images)
+
+
+class PluginInpainter(Inpainter):
+    """Adapts an object with an ``inpaint(images, holes)`` method that is not an Inpainter.
+
+    Args:
+        plugin: The object doing the work.
+        label: What to call it in messages.
+    """
+
+    def __init__(self, plugin: Any, label: str) -> None:
+        if not callable(getattr(plugin, "inpaint", None)):
+            raise M2FError(f"{label} has no inpaint(images, holes) method")
+        self.plugin = plugin
+        self.name = label
+
+    def inpaint(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
+        return self.plugin.inpaint(images, holes)
+
+
+def construct(label: str, factory: Callable[..., Any], arguments: Mapping[str, Any]) -> Any:
+    """Call ``factory(**arguments)`` after checking the arguments against its signature.
+
+    Args:
+        label: What to call the factory in messages (``inpainter 'opencv-telea'``).
+        factory: A class or function.
+        arguments: Keyword arguments, as read from a protocol file.
+
+    Raises:
+        M2FError: An argument is unknown, or a required one is missing.
+    """
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # some extension types have no signature
+        return factory(**arguments)
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    named = [p.name for p in parameters.values() if p.kind in kinds]
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    for key in arguments:
+        if key not in named and not takes_any:
+            close = difflib.get_close_matches(str(key), named, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise M2FError(
+                f"{label} has no argument {key!r}{hint} (arguments: {', '.join(named) or 'none'})"
+            )
+    for p in parameters.values():
+        if p.kind in kinds and p.default is inspect.Parameter.empty and p.name not in arguments:
+            raise M2FError(f"{label} needs argument {p.name!r}")
+    return factory(**arguments)
+
+
+def build_inpainter(spec: Mapping[str, Any]) -> Inpainter:
+    """Build an inpainter from ``{"type": name, "name": display name, **arguments}``.
+
+    Args:
+        spec: As in a protocol file: ``type`` names a registered inpainter, the optional
+            ``name`` is its display name (default: the type), every other key is an
+            argument of its constructor.
+
+    Raises:
+        M2FError: The type is unknown (the message lists close matches), an argument is
+            unknown or missing, or the entry does not make an inpainter.
+    """
+    arguments = dict(spec)
+    type_name = arguments.pop("type", None)
+    if not isinstance(type_name, str):
+        raise M2FError(f"an inpainter needs 'type:' naming one of {', '.join(INPAINTERS)}")
+    display = str(arguments.pop("name", type_name))
+    label = f"inpainter {type_name!r}"
+    made = construct(label, INPAINTERS.get(type_name), arguments)
+    inpainter = made if isinstance(made, Inpainter) else PluginInpainter(made, label)
+    inpainter.name = display
+    return inpainter
+
+
+def list_inpainters() -> list[tuple[str, str]]:
+    """Every registered inpainter with the first line of its docstring, sorted by name.
+
+    An entry that cannot be imported is listed with the reason instead of a summary.
+    """
+    listed = []
+    for name in INPAINTERS.names():
+        try:
+            # ``__doc__`` of the entry itself: a class does not inherit its parent's.
+            summary = inspect.cleandoc(INPAINTERS.get(name).__doc__ or "").partition("\n")[0]
+        except M2FError as exc:
+            summary = f"(cannot load: {exc})"
+        listed.append((name, summary))
+    return listed
