@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Iterator
+import inspect
+from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
@@ -38,6 +39,50 @@ def load_target(target: str) -> Any:
         except AttributeError:
             raise M2FError(f"module {module_name!r} has no attribute {attr!r}") from None
     return obj
+
+
+def check_arguments(
+    label: str,
+    factory: Callable[..., Any],
+    arguments: Mapping[str, Any],
+    *,
+    supplied: tuple[str, ...] = (),
+) -> None:
+    """Check keyword arguments from a protocol against a plug-in's signature.
+
+    Args:
+        label: What to call the plug-in in messages (``inpainter 'opencv-telea'``).
+        factory: A class or function.
+        arguments: The keyword arguments, as read from a protocol file.
+        supplied: Parameters the caller fills in itself (e.g. ``settings``).
+
+    Raises:
+        M2FError: An argument is unknown (with the closest known one), or a required one
+            is missing.
+    """
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # some extension types have no signature
+        return
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    named = [p.name for p in parameters.values() if p.kind in kinds and p.name not in supplied]
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        for key in arguments:
+            if key not in named:
+                close = difflib.get_close_matches(str(key), named, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise M2FError(
+                    f"{label} has no argument {key!r}{hint} "
+                    f"(arguments: {', '.join(named) or 'none'})"
+                )
+    for p in parameters.values():
+        if (
+            p.kind in kinds
+            and p.default is inspect.Parameter.empty
+            and p.name not in arguments
+            and p.name not in supplied
+        ):
+            raise M2FError(f"{label} needs argument {p.name!r}")
 
 
 class Registry(Generic[T]):

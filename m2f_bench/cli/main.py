@@ -226,18 +226,123 @@ def masks_preview(
     typer.echo(f"{len(faces)} faces × {len(types)} mask types → {out}")
 
 
+@app.command()
+@cli_errors
+def evaluate(
+    protocol: Annotated[Path, typer.Argument(help="Protocol YAML file.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder [default: runs/<protocol name>].")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Use only the first N images (and their pairs).", min=1)
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    workers: Annotated[int, typer.Option(help="Processes for face preparation.", min=1)] = min(
+        2, os.cpu_count() or 1
+    ),
+    data_home: DataHome = None,
+    model_home: ModelHome = None,
+    offline: Offline = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Run a protocol: inpainters, metrics and verification; write CSV, JSON and HTML."""
+    from m2f_bench.errors import DataNotFoundError
+    from m2f_bench.evaluation import load_protocol
+    from m2f_bench.evaluation.runner import evaluate as run_evaluate
+
+    if device not in ("cpu", "cuda"):
+        raise M2FError(f"unknown device {device!r}; choose cpu or cuda")
+    spec = load_protocol(protocol)
+    settings = _settings(data_home, model_home, offline)
+    out = out or Path("runs") / spec.name
+    try:
+        results = run_evaluate(
+            spec,
+            settings,
+            out,
+            limit=limit,
+            device=device,
+            workers=workers,
+            progress=progress,
+            protocol_file=str(protocol),
+        )
+    except DataNotFoundError as exc:
+        raise M2FError(
+            f"{exc} — or, to try m2f-bench with nothing downloaded: "
+            "m2f-bench evaluate protocols/demo.yaml"
+        ) from None
+    _print_summary(results)
+    typer.echo(f"report: {out / 'report.html'}")
+
+
+def _print_summary(results: dict) -> None:
+    def pct(v):
+        return "   —  " if v is None else f"{100 * v:6.2f}"
+
+    def num(v, fmt):
+        return "  —  " if v is None else format(v, fmt)
+
+    typer.echo(
+        f"{'inpainter':<16}{'recognizer':<14}{'PSNR':>7}{'SSIM':>7}{'PSNRh':>7}{'id_sim':>8}"
+        f"{'acc c↔c':>9}{'m↔c':>8}{'i↔c':>8}{'i↔i':>8}"
+    )
+    for row in results["summary"]:
+        if row.get("status") == "error":
+            typer.echo(f"{row['inpainter']:<16}error: {row['error']}")
+            continue
+        typer.echo(
+            f"{row['inpainter']:<16}{row['recognizer'] or '—':<14}"
+            f"{num(row['psnr'], '7.2f')}{num(row['ssim'], '7.4f')}"
+            f"{num(row['psnr_hole'], '7.2f')}{num(row['id_sim'], '8.4f')}"
+            f"{pct(row['acc_clean_clean']):>9}{pct(row['acc_masked_clean']):>8}"
+            f"{pct(row['acc_inpainted_clean']):>8}{pct(row['acc_inpainted_inpainted']):>8}"
+        )
+
+
+@app.command()
+@cli_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="An evaluation output folder.")],
+) -> None:
+    """Rebuild summary.csv, results.json aggregates and report.html from a run's saved files."""
+    from m2f_bench.evaluation.report import rebuild
+
+    path = rebuild(run_dir)
+    typer.echo(f"report: {path}")
+
+
+@app.command()
+@cli_errors
+def validate(
+    protocols: Annotated[list[Path], typer.Argument(help="Protocol YAML files.")],
+) -> None:
+    """Check protocol files without running them: schema, names of every plug-in."""
+    from m2f_bench.evaluation import load_protocol
+    from m2f_bench.evaluation.check import check_protocol
+
+    for path in protocols:
+        check_protocol(load_protocol(path), str(path))
+        typer.echo(f"{path}: ok")
+
+
 @app.command("list")
 @cli_errors
 def list_plugins(
     what: Annotated[str, typer.Argument(help="datasets, detectors, mask-types or models.")] = "all",
 ) -> None:
-    """List what is available: datasets, detectors, mask types, model files."""
+    """List what is available: inpainters, recognizers, metrics, datasets, masks, models."""
     from m2f_bench.data import DATASETS
     from m2f_bench.faces.detect import DETECTORS
     from m2f_bench.hub import MODEL_FILES
+    from m2f_bench.inpainters import list_inpainters
     from m2f_bench.masks import MASK_STYLES
+    from m2f_bench.metrics import METRICS
+    from m2f_bench.recognition import RECOGNIZERS
 
     groups = {
+        "inpainters": [f"{name:<14} {summary}" for name, summary in list_inpainters()],
+        "recognizers": RECOGNIZERS.names(),
+        "metrics": [*METRICS.names(), "id_sim"],
         "datasets": DATASETS.names(),
         "detectors": DETECTORS.names(),
         "mask-types": MASK_STYLES.names(),

@@ -8,7 +8,6 @@ input's, bit for bit, whatever the back-end does there.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from m2f_bench.errors import M2FError
-from m2f_bench.registry import Registry
+from m2f_bench.registry import Registry, check_arguments
 
 #: Inpainters by name; third parties add theirs through the ``m2f_bench.inpainters`` group.
 INPAINTERS: Registry[Callable[..., Any]] = Registry("inpainter", "m2f_bench.inpainters")
@@ -121,31 +120,10 @@ class PluginInpainter(Inpainter):
 def construct(label: str, factory: Callable[..., Any], arguments: Mapping[str, Any]) -> Any:
     """Call ``factory(**arguments)`` after checking the arguments against its signature.
 
-    Args:
-        label: What to call the factory in messages (``inpainter 'opencv-telea'``).
-        factory: A class or function.
-        arguments: Keyword arguments, as read from a protocol file.
-
     Raises:
         M2FError: An argument is unknown, or a required one is missing.
     """
-    try:
-        parameters = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # some extension types have no signature
-        return factory(**arguments)
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    named = [p.name for p in parameters.values() if p.kind in kinds]
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    for key in arguments:
-        if key not in named and not takes_any:
-            close = difflib.get_close_matches(str(key), named, n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise M2FError(
-                f"{label} has no argument {key!r}{hint} (arguments: {', '.join(named) or 'none'})"
-            )
-    for p in parameters.values():
-        if p.kind in kinds and p.default is inspect.Parameter.empty and p.name not in arguments:
-            raise M2FError(f"{label} needs argument {p.name!r}")
+    check_arguments(label, factory, arguments)
     return factory(**arguments)
 
 

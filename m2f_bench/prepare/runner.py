@@ -22,7 +22,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -121,7 +121,7 @@ class _Worker:
             self._aligner = self.config.aligner.build()
         return self._aligner
 
-    def load_done(self, record: FaceRecord) -> dict | None:
+    def load_done(self, record: FaceRecord, mask_types: Sequence[str]) -> dict | None:
         path = self.out_dir / _rel("landmarks", record.image_id)
         try:
             state = json.loads(path.read_text())
@@ -131,14 +131,15 @@ class _Worker:
             return None
         if state["status"] == "ok" and not all(
             (self.out_dir / _rel(k, record.image_id, t)).is_file()
-            for t in self.config.mask_types
+            for t in mask_types
             for k in ("masked", "holes")
         ):
             return None
         return state
 
-    def __call__(self, record: FaceRecord) -> tuple[dict, bool]:
-        done = self.load_done(record)
+    def __call__(self, item: tuple[FaceRecord, tuple[str, ...]]) -> tuple[dict, bool]:
+        record, mask_types = item
+        done = self.load_done(record, mask_types)
         if done is not None:
             return done, True
         from m2f_bench._io import read_image
@@ -152,7 +153,7 @@ class _Worker:
         else:
             write_png(self.out_dir / _rel("crops", record.image_id), face.crop)
             coverage = {}
-            for mask_type in self.config.mask_types:
+            for mask_type in mask_types:
                 masked = self._apply_mask(
                     face.crop,
                     face.landmarks,
@@ -189,9 +190,9 @@ def _init_worker(config: PrepareConfig, out_dir: Path) -> None:
     _WORKER = _Worker(config, out_dir)
 
 
-def _run_in_worker(record: FaceRecord) -> tuple[dict, bool]:
+def _run_in_worker(item: tuple[FaceRecord, tuple[str, ...]]) -> tuple[dict, bool]:
     assert _WORKER is not None
-    return _WORKER(record)
+    return _WORKER(item)
 
 
 def _rows(record: FaceRecord, state: dict, mask_types: Sequence[str]) -> Iterator[dict]:
@@ -232,6 +233,7 @@ def prepare(
     *,
     workers: int = 1,
     progress: bool = True,
+    assignment: Mapping[str, str] | None = None,
 ) -> PrepareSummary:
     """Prepare ``records`` into ``out_dir`` and write ``manifest.csv`` and ``prepare.json``.
 
@@ -241,24 +243,34 @@ def prepare(
         out_dir: Output folder (created).
         workers: Processes; each runs detection with one ONNX Runtime thread.
         progress: Show a progress bar.
+        assignment: Image id → the one mask type to render for it (an evaluation masks
+            each image once); without it every image gets every type of ``config``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = [r.image_id for r in records]
     if len(set(ids)) != len(ids):
         raise ValueError("image ids must be unique")
+    types_of = [
+        (assignment[r.image_id],) if assignment is not None else config.mask_types for r in records
+    ]
+    items = list(zip(records, types_of, strict=True))
     start = time.perf_counter()
     states: list[dict] = [{}] * len(records)
     n_reused = 0
     bar = tqdm(total=len(records), desc="prepare", unit="img", disable=not progress)
     if workers <= 1:
         worker = _Worker(config, out_dir)
-        results: Iterator[tuple[dict, bool]] = map(worker, records)
+        results: Iterator[tuple[dict, bool]] = map(worker, items)
         pool = None
     else:
-        ctx = multiprocessing.get_context("spawn")
+        # fork: workers inherit the loaded modules and nothing re-imports the caller's
+        # __main__ (spawn would, re-running an unguarded script). No ONNX session exists
+        # before the fork; each worker builds its own.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        ctx = multiprocessing.get_context(method)
         pool = ctx.Pool(workers, initializer=_init_worker, initargs=(config, out_dir))
-        results = pool.imap(_run_in_worker, records, chunksize=4)
+        results = pool.imap(_run_in_worker, items, chunksize=4)
     try:
         for i, (state, reused) in enumerate(results):
             states[i] = state
@@ -271,9 +283,7 @@ def prepare(
             pool.join()
     seconds = time.perf_counter() - start
 
-    rows = [
-        row for r, s in zip(records, states, strict=True) for row in _rows(r, s, config.mask_types)
-    ]
+    rows = [row for (r, types), s in zip(items, states, strict=True) for row in _rows(r, s, types)]
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     atomic_write_text(out_dir / "manifest.csv", manifest.to_csv(index=False))
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from m2f_bench.errors import M2FError
-from m2f_bench.registry import Registry
+from m2f_bench.registry import Registry, check_arguments
 
 if TYPE_CHECKING:
     from m2f_bench.faces.align import CropGeometry
@@ -79,15 +79,8 @@ def build_recognizer(spec: Mapping[str, Any], settings: Settings) -> Recognizer:
     if not isinstance(name, str):
         raise M2FError(f"a recognizer spec needs a 'type' naming one of {RECOGNIZERS.names()}")
     cls = RECOGNIZERS.get(name)
-    params = inspect.signature(cls).parameters
-    accepted = sorted(p for p in params if p != "settings")
-    unknown = sorted(set(args) - set(accepted))
-    if unknown:
-        raise M2FError(
-            f"recognizer {name!r} does not take {', '.join(unknown)} "
-            f"(it takes: {', '.join(accepted) or 'nothing'})"
-        )
-    if "settings" in params:
+    check_arguments(f"recognizer {name!r}", cls, args, supplied=("settings",))
+    if "settings" in inspect.signature(cls).parameters:
         args["settings"] = settings
     return cls(**args)
 

@@ -1,0 +1,277 @@
+"""Per-item tables → every number a report shows.
+
+Used by ``evaluate`` and by ``report``, which rebuilds the aggregates from the saved
+``per_image.csv`` and ``pair_scores.csv`` alone, so both give the same numbers.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+PIXEL_COLUMNS = ("psnr", "ssim", "psnr_hole", "ssim_hole", "l1_hole")
+SUMMARY_COLUMNS = [
+    "inpainter",
+    "recognizer",
+    "n_images",
+    "n_pairs",
+    "psnr",
+    "ssim",
+    "psnr_hole",
+    "ssim_hole",
+    "l1_hole",
+    "id_sim",
+    "acc_clean_clean",
+    "acc_masked_clean",
+    "acc_inpainted_clean",
+    "acc_masked_masked",
+    "acc_inpainted_inpainted",
+    "auc_inpainted_clean",
+    "tar_far1e-3_inpainted_clean",
+    "seconds",
+]
+
+
+def coverage_bin_labels(edges: Sequence[float]) -> list[str]:
+    """``"0.20–0.25"`` style labels for consecutive bin edges."""
+    return [f"{a:.2f}–{b:.2f}" for a, b in itertools.pairwise(edges)]
+
+
+def _finite_mean(values: np.ndarray) -> float | None:
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else None
+
+
+def _mean_with_ci(
+    values: np.ndarray, identities: np.ndarray, n_boot: int, seed: int
+) -> dict[str, Any]:
+    """Mean, std and a cluster-bootstrap 95 % interval over identities; non-finite dropped."""
+    from m2f_bench.metrics.verification import bootstrap_ci
+
+    keep = np.isfinite(values)
+    values, identities = values[keep], identities[keep]
+    out: dict[str, Any] = {
+        "mean": None,
+        "std": None,
+        "n": int(values.size),
+        "n_dropped": int((~keep).sum()),
+        "ci_low": None,
+        "ci_high": None,
+    }
+    if not values.size:
+        return out
+    out["mean"], out["std"] = float(values.mean()), float(values.std())
+    if n_boot and np.unique(identities).size > 1:
+        low, high = bootstrap_ci(lambda idx: float(values[idx].mean()), identities, n_boot, seed)
+        out["ci_low"], out["ci_high"] = low, high
+    return out
+
+
+def aggregate(
+    results: dict[str, Any], per_image: pd.DataFrame, pair_scores: pd.DataFrame
+) -> dict[str, Any]:
+    """The aggregate sections of ``results.json``.
+
+    Args:
+        results: At least ``protocol``, ``inpainters`` and ``recognizers`` (as written by
+            the runner).
+        per_image: One row per (image, inpainter) with pixel metrics and ``id_sim.<rec>``.
+        pair_scores: One row per (recognizer, scenario, inpainter, pair) with its score.
+
+    Returns:
+        ``pixel``, ``identity``, ``verification``, ``by_mask_type``, ``by_coverage_bin``,
+        ``summary`` and ``method``.
+    """
+    from m2f_bench.metrics.verification import verification_summary
+
+    protocol = results["protocol"]
+    verification_spec = protocol.get("verification") or {}
+    n_boot = int(verification_spec.get("bootstrap", 1000))
+    seed = int(verification_spec.get("seed", 0))
+    fars = tuple(verification_spec.get("fars", (1e-3, 1e-2)))
+    recognizers = list(results.get("recognizers", {}))
+    pixel_names = [c for c in PIXEL_COLUMNS if c in per_image.columns]
+    id_columns = {r: f"id_sim.{r}" for r in recognizers if f"id_sim.{r}" in per_image.columns}
+
+    pixel, identity = [], []
+    for label, group in per_image.groupby("inpainter", sort=False):
+        identities = group["identity"].astype(str).to_numpy()
+        for name in pixel_names:
+            values = group[name].astype(float).to_numpy()
+            pixel.append(
+                {"inpainter": label, "metric": name}
+                | _mean_with_ci(values, identities, n_boot, seed)
+            )
+        for rec, column in id_columns.items():
+            values = group[column].astype(float).to_numpy()
+            identity.append(
+                {"inpainter": label, "recognizer": rec}
+                | _mean_with_ci(values, identities, n_boot, seed)
+            )
+
+    verification = []
+    for (rec, scenario, label), group in pair_scores.groupby(
+        ["recognizer", "scenario", "inpainter"], sort=False, dropna=False
+    ):
+        label = "" if pd.isna(label) else label
+        stats = verification_summary(
+            group["score"].to_numpy(float),
+            group["same"].astype(bool).to_numpy(),
+            group["fold"].to_numpy(int),
+            group["identity_a"].astype(str).to_numpy(),
+            fars=fars,
+            n_boot=n_boot,
+            seed=seed,
+        )
+        verification.append(
+            {"recognizer": rec, "scenario": scenario, "inpainter": label}
+            | {k: float(v) if k != "n_pairs" else int(v) for k, v in stats.items()}
+        )
+
+    value_columns = pixel_names + list(id_columns.values())
+
+    def by(column: str) -> list[dict[str, Any]]:
+        rows = []
+        for (label, key), group in per_image.groupby(["inpainter", column], sort=True):
+            row = {"inpainter": label, column: key, "n": len(group)}
+            for name in value_columns:
+                row[name] = _finite_mean(group[name].astype(float).to_numpy())
+            rows.append(row)
+        return rows
+
+    return {
+        "pixel": pixel,
+        "identity": identity,
+        "verification": verification,
+        "by_mask_type": by("mask_type"),
+        "by_coverage_bin": by("coverage_bin"),
+        "summary": _summary(results, pixel, identity, verification, per_image),
+        "method": method_text(results),
+    }
+
+
+def _summary(
+    results: dict[str, Any],
+    pixel: list[dict],
+    identity: list[dict],
+    verification: list[dict],
+    per_image: pd.DataFrame,
+) -> list[dict[str, Any]]:
+    recognizers = list(results.get("recognizers", {})) or [""]
+    far_key = "tar_far1e-3"
+    rows = []
+
+    def find(rec: str, scenario: str, label: str) -> dict | None:
+        return next(
+            (
+                v
+                for v in verification
+                if v["recognizer"] == rec and v["scenario"] == scenario and v["inpainter"] == label
+            ),
+            None,
+        )
+
+    for label, state in results["inpainters"].items():
+        n_images = int((per_image["inpainter"] == label).sum()) if len(per_image) else 0
+        for rec in recognizers:
+            row: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS)
+            row |= {
+                "inpainter": label,
+                "recognizer": rec,
+                "n_images": n_images,
+                "seconds": state.get("seconds"),
+                "status": state.get("status", "ok"),
+                "error": state.get("error", ""),
+            }
+            for p in pixel:
+                if p["inpainter"] == label:
+                    row[p["metric"]] = p["mean"]
+                    if p["metric"] in ("psnr", "ssim"):
+                        row[f"{p['metric']}_ci_low"] = p["ci_low"]
+                        row[f"{p['metric']}_ci_high"] = p["ci_high"]
+            for i in identity:
+                if i["inpainter"] == label and i["recognizer"] == rec:
+                    row |= {
+                        "id_sim": i["mean"],
+                        "id_sim_ci_low": i["ci_low"],
+                        "id_sim_ci_high": i["ci_high"],
+                    }
+            for scenario, inpainter_label in (
+                ("clean-clean", ""),
+                ("masked-clean", ""),
+                ("masked-masked", ""),
+                ("inpainted-clean", label),
+                ("inpainted-inpainted", label),
+            ):
+                v = find(rec, scenario, inpainter_label)
+                if v is None:
+                    continue
+                key = scenario.replace("-", "_")
+                row[f"acc_{key}"] = v["acc_mean"]
+                row[f"acc_{key}_std"] = v["acc_std"]
+                if scenario == "inpainted-clean":
+                    row |= {
+                        "n_pairs": v["n_pairs"],
+                        "auc_inpainted_clean": v["auc"],
+                        "tar_far1e-3_inpainted_clean": v.get(far_key),
+                        "acc_inpainted_clean_ci_low": v["acc_ci_low"],
+                        "acc_inpainted_clean_ci_high": v["acc_ci_high"],
+                    }
+                elif row["n_pairs"] is None:
+                    row["n_pairs"] = v["n_pairs"]
+            rows.append(row)
+    return rows
+
+
+def method_text(results: dict[str, Any]) -> dict[str, str]:
+    """How every number was computed, in sentences, from the protocol's settings."""
+    p = results["protocol"]
+    size = p["faces"]["size"]
+    v = p.get("verification") or {}
+    return {
+        "alignment": (
+            f"Faces are detected ({p['faces']['detector']}: SCRFD-500M with dlib HOG as "
+            "fallback), the face nearest the image centre is kept, and a least-squares "
+            "similarity (Umeyama 1991) maps its five keypoints onto the ArcFace 112×112 "
+            f"template placed inside a {size}×{size} crop covering x∈[−24,136], y∈[−16,144] "
+            "of chip coordinates. dlib's 68 landmarks are predicted on the crop."
+        ),
+        "masks": (
+            f"Each image wears one synthetic mask, its type dealt out evenly over "
+            f"{', '.join(p['masks'].get('types') or ['all types'])} by a permutation seeded "
+            f"with {p['masks']['seed']}; the mask is drawn from the 68 landmarks and its "
+            "hole is exactly the set of pixels it changed. Coverage is the hole's share of "
+            "the crop."
+        ),
+        "inpainting": (
+            "Every inpainter receives the masked crops and their boolean holes; its output is "
+            "composited so that pixels outside the hole are the masked input's."
+        ),
+        "pixel_metrics": (
+            "Pixel metrics compare each inpainted crop with the clean crop of the same face "
+            "(uint8 RGB, data range 255); means are over images, with 95 % intervals from "
+            f"{v.get('bootstrap', 1000)} bootstrap resamples of identities (seed "
+            f"{v.get('seed', 0)}). PSNR of identical crops (infinite) is left out of means."
+        ),
+        "identity_similarity": (
+            "Identity similarity is the cosine of the recognizer's embeddings of the "
+            "inpainted crop and of the clean crop of the same image. ArcFace-class models "
+            "embed the 112×112 chip warped from the crop by a fixed affine map; the "
+            "embedding is the L2-normalised sum of the chip's and its mirror's."
+        ),
+        "verification": (
+            "Verification follows the LFW protocol as insightface evaluates it: a pair's "
+            "score is the cosine of its two embeddings; for each fold the accuracy-"
+            "maximising threshold is chosen on the other folds and applied to it; accuracy "
+            "is the mean ± population std over folds. In scenario X↔Y the first image of "
+            "each pair is in condition X and the second in Y. ROC AUC and EER use all pairs; "
+            "TAR@FAR is the largest true-accept rate whose false-accept rate on the "
+            f"impostor pairs is ≤ FAR ({', '.join(str(f) for f in v.get('fars', []))}). "
+            "Intervals: cluster bootstrap over the identity of each pair's first image, "
+            "re-running the k-fold procedure on each resample."
+        ),
+    }

@@ -1,0 +1,52 @@
+"""``m2f-bench validate``: a protocol's names and arguments, checked without running it."""
+
+from __future__ import annotations
+
+from m2f_bench.errors import M2FError
+from m2f_bench.evaluation.protocol import Protocol, ProtocolError
+from m2f_bench.registry import check_arguments
+
+
+def check_protocol(protocol: Protocol, source: str = "<protocol>") -> None:
+    """Check every registered name and plug-in argument of a validated protocol.
+
+    Nothing is built: no model file is opened and no dataset is read.
+
+    Raises:
+        ProtocolError: The first problem, with the key path it was found at.
+    """
+    from m2f_bench.data import DATASETS
+    from m2f_bench.inpainters import INPAINTERS
+    from m2f_bench.masks import MASK_STYLES
+    from m2f_bench.metrics import METRICS
+    from m2f_bench.recognition import RECOGNIZERS
+
+    def at(path: str, check) -> None:
+        try:
+            check()
+        except M2FError as exc:
+            raise ProtocolError(f"{source}: {path}: {exc}") from None
+
+    at("dataset.name", lambda: DATASETS.get(protocol.dataset.name))
+    for i, name in enumerate(protocol.masks.types or ()):
+        at(f"masks.types.{i}", lambda name=name: MASK_STYLES.get(name))
+    for i, plugin in enumerate(protocol.inpainters):
+        at(
+            f"inpainters.{i}",
+            lambda p=plugin: check_arguments(
+                f"inpainter {p.type!r}", INPAINTERS.get(p.type), p.args
+            ),
+        )
+    for i, plugin in enumerate(protocol.recognizers):
+        at(
+            f"recognizers.{i}",
+            lambda p=plugin: check_arguments(
+                f"recognizer {p.type!r}", RECOGNIZERS.get(p.type), p.args, supplied=("settings",)
+            ),
+        )
+    for i, name in enumerate(protocol.metrics):
+        if name == "id_sim":
+            if not protocol.recognizers:
+                raise ProtocolError(f"{source}: metrics.{i}: id_sim needs a recognizer")
+            continue
+        at(f"metrics.{i}", lambda name=name: METRICS.get(name))

@@ -1,0 +1,51 @@
+"""``m2f-bench report``: rebuild aggregates, summary.csv and report.html from saved files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from m2f_bench._io import atomic_write_json
+from m2f_bench.errors import M2FError
+from m2f_bench.evaluation.aggregate import aggregate
+
+
+def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """``results.json``, ``per_image.csv`` and ``pair_scores.csv`` of an evaluation folder.
+
+    Raises:
+        M2FError: A file is missing or unreadable.
+    """
+    try:
+        results = json.loads((run_dir / "results.json").read_text())
+        per_image = pd.read_csv(run_dir / "per_image.csv", keep_default_na=False, na_values=[""])
+        pair_scores = pd.read_csv(
+            run_dir / "pair_scores.csv", keep_default_na=False, dtype={"inpainter": str}
+        )
+    except FileNotFoundError as exc:
+        raise M2FError(
+            f"{run_dir} is not a finished evaluation: {exc.filename} is missing"
+        ) from None
+    except (ValueError, OSError) as exc:
+        raise M2FError(f"cannot read the evaluation in {run_dir}: {exc}") from None
+    pair_scores["inpainter"] = pair_scores["inpainter"].fillna("")
+    return results, per_image, pair_scores
+
+
+def rebuild(run_dir: str | os.PathLike) -> Path:
+    """Recompute every aggregate from the per-item tables and rewrite the reports.
+
+    Returns:
+        The path of ``report.html``.
+    """
+    from m2f_bench.reporting import render_report, write_summary_csv
+
+    run_dir = Path(run_dir)
+    results, per_image, pair_scores = load_run(run_dir)
+    results.update(aggregate(results, per_image, pair_scores))
+    atomic_write_json(run_dir / "results.json", results)
+    write_summary_csv(run_dir, results)
+    return render_report(run_dir, results, per_image, pair_scores)

@@ -1,0 +1,549 @@
+"""``m2f-bench evaluate``: a protocol in, per-item tables, aggregates and a report out.
+
+Stages, each resumable:
+
+1. prepare — detect, align, landmark and mask every selected image once (one seeded mask
+   type per image, balanced over types) into ``DIR/prepared/`` (see :mod:`m2f_bench.prepare`);
+2. inpaint — each inpainter's outputs into ``DIR/inpainted/<name>/<image_id>.png``; an
+   interrupted run keeps what was written, a changed inpainter spec redoes its folder;
+3. embed — every recognizer on the clean, masked and inpainted crops, cached in
+   ``DIR/embeddings/``;
+4. score — pixel metrics and identity similarity per image (``per_image.csv``) and raw
+   pair scores per recognizer, scenario and inpainter (``pair_scores.csv``), saved
+   before any threshold is chosen;
+5. aggregate and report — :mod:`m2f_bench.evaluation.aggregate`, ``results.json``,
+   ``summary.csv`` and ``report.html``.
+
+An inpainter that fails gets its error recorded and the evaluation goes on without it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import subprocess
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from m2f_bench import __version__
+from m2f_bench._io import atomic_write_json, atomic_write_text, read_mask_png, write_png
+from m2f_bench.data import DATASETS
+from m2f_bench.errors import M2FError
+from m2f_bench.evaluation.aggregate import aggregate, coverage_bin_labels
+from m2f_bench.evaluation.protocol import Protocol, ProtocolError
+from m2f_bench.evaluation.selection import assign_masks, select
+from m2f_bench.faces.align import CropGeometry
+from m2f_bench.faces.pipeline import AlignerConfig
+from m2f_bench.prepare.runner import PrepareConfig, prepare
+from m2f_bench.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Where the evaluation keeps its images, relative to its folder.
+PATHS = {
+    "crop": "prepared/crops/{image_id}.png",
+    "masked": "prepared/masked/{mask_type}/{image_id}.png",
+    "hole": "prepared/holes/{mask_type}/{image_id}.png",
+    "inpainted": "inpainted/{inpainter}/{image_id}.png",
+}
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_BATCH = 64
+_PACKAGES = (
+    "numpy",
+    "opencv-python",
+    "scikit-image",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "insightface",
+    "dlib-bin",
+    "torch",
+    "pandas",
+)
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise M2FError(f"cannot read {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _stack(paths: Sequence[Path], reader=_read_rgb) -> np.ndarray:
+    return np.stack([reader(p) for p in paths]) if paths else np.empty((0,))
+
+
+def git_commit() -> str | None:
+    """The commit of the m2f-bench checkout, with ``-dirty`` if it has local changes."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def environment() -> dict[str, Any]:
+    """Python, OS, CPU and the versions of the packages that shape the numbers."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    packages = {}
+    for name in _PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "packages": packages,
+    }
+
+
+class _Evaluation:
+    """State shared by the stages of one run."""
+
+    def __init__(
+        self,
+        protocol: Protocol,
+        settings: Settings,
+        out_dir: Path,
+        *,
+        limit: int | None,
+        device: str,
+        workers: int,
+        progress: bool,
+    ) -> None:
+        self.protocol = protocol
+        self.settings = settings
+        self.out_dir = out_dir
+        self.limit = limit
+        self.device = device
+        self.workers = workers
+        self.progress = progress
+        self.geometry = CropGeometry(protocol.faces.size)
+        self.timings: dict[str, Any] = {"inpaint": {}, "embed": {}}
+
+    # -- stage 1 ------------------------------------------------------------------------
+    def prepare(self) -> None:
+        from m2f_bench.masks import MASK_STYLES, MASK_TYPES
+
+        spec = self.protocol.dataset
+        dataset = DATASETS.get(spec.name).open(self.settings, spec.root, **spec.options)
+        want_pairs = self.protocol.verification is not None and bool(self.protocol.recognizers)
+        records, pairs = select(dataset, spec, with_pairs=want_pairs)
+        if self.limit is not None and self.limit < len(records):
+            # --limit: the first images, and only the pairs among them.
+            records = records[: self.limit]
+            kept = {r.image_id for r in records}
+            pairs = [p for p in pairs if p.a in kept and p.b in kept]
+        types = self.protocol.masks.types or MASK_TYPES
+        for t in types:
+            MASK_STYLES.get(t)
+        self.mask_of = assign_masks([r.image_id for r in records], types, self.protocol.masks.seed)
+        config = PrepareConfig(
+            dataset=spec.name,
+            dataset_root=str(dataset.root),
+            aligner=AlignerConfig.resolve(
+                self.settings,
+                size=self.protocol.faces.size,
+                detector=self.protocol.faces.detector,
+                det_size=self.protocol.faces.det_size,
+                threads=1 if self.workers > 1 else None,
+                device=self.device,
+            ),
+            mask_types=tuple(types),
+            seed=self.protocol.masks.seed,
+        )
+        prepared = self.out_dir / "prepared"
+        summary = prepare(
+            records,
+            config,
+            prepared,
+            workers=self.workers,
+            progress=self.progress,
+            assignment=self.mask_of,
+        )
+        manifest = pd.read_csv(prepared / "manifest.csv", keep_default_na=False)
+        ok = manifest[manifest.status == "ok"]
+        self.failures = manifest[manifest.status != "ok"][["image_id", "reason"]].to_dict("records")
+        by_id = {r.image_id: r for r in records}
+        self.records = [by_id[i] for i in ok.image_id]
+        self.ids = [r.image_id for r in self.records]
+        self.index = {i: k for k, i in enumerate(self.ids)}
+        self.coverage = ok.coverage.astype(float).to_numpy()
+        self.pairs = [p for p in pairs if p.a in self.index and p.b in self.index]
+        self.n_dropped_pairs = len(pairs) - len(self.pairs)
+        self.dataset_info = {
+            "name": spec.name,
+            "root": str(dataset.root),
+            "split": spec.split,
+            "n_images": len(records),
+            "n_pairs": len(pairs),
+            "n_failed_images": summary.n_failed,
+            "n_dropped_pairs": self.n_dropped_pairs,
+        }
+        self.prepare_fingerprint = config.fingerprint()
+        self.timings["prepare"] = round(summary.seconds, 3)
+        self.clean = _stack([self.out_dir / PATHS["crop"].format(image_id=i) for i in self.ids])
+        self.masked = _stack(
+            [
+                self.out_dir / PATHS["masked"].format(image_id=i, mask_type=self.mask_of[i])
+                for i in self.ids
+            ]
+        )
+        self.holes = _stack(
+            [
+                self.out_dir / PATHS["hole"].format(image_id=i, mask_type=self.mask_of[i])
+                for i in self.ids
+            ],
+            reader=read_mask_png,
+        )
+        self.landmarks = np.stack(
+            [
+                np.asarray(json.loads((prepared / f"landmarks/{i}.json").read_text())["landmarks"])
+                for i in self.ids
+            ]
+        )
+        if not self.ids:
+            raise M2FError("no image could be prepared; see prepared/manifest.csv")
+
+    # -- stage 2 ------------------------------------------------------------------------
+    def inpaint(self, build) -> dict[str, dict[str, Any]]:
+        """Run every inpainter; returns its status by name and keeps outputs on disk."""
+        states: dict[str, dict[str, Any]] = {}
+        for plugin in self.protocol.inpainters:
+            label, spec = plugin.label, plugin.spec()
+            state: dict[str, Any] = {"spec": spec, "status": "ok", "error": ""}
+            states[label] = state
+            folder = self.out_dir / "inpainted" / label
+            signature = {"spec": spec, "prepared": self.prepare_fingerprint, "v": __version__}
+            marker = folder / "spec.json"
+            try:
+                same = json.loads(marker.read_text()) == signature
+            except (OSError, ValueError):
+                same = False
+            todo = [
+                k for k, i in enumerate(self.ids) if not same or not (folder / f"{i}.png").is_file()
+            ]
+            start = time.perf_counter()
+            try:
+                inpainter = build(spec)
+                if todo:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    atomic_write_json(marker, signature)
+                    bar = tqdm(
+                        total=len(todo),
+                        desc=f"inpaint {label}",
+                        unit="img",
+                        disable=not self.progress,
+                    )
+                    for s in range(0, len(todo), _BATCH):
+                        batch = todo[s : s + _BATCH]
+                        outputs = inpainter(self.masked[batch], self.holes[batch])
+                        for k, image in zip(batch, outputs, strict=True):
+                            write_png(folder / f"{self.ids[k]}.png", image)
+                        bar.update(len(batch))
+                    bar.close()
+            except Exception as exc:  # one failing inpainter must not stop the others
+                log.error("inpainter %s failed: %s", label, exc)
+                state |= {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+            seconds = time.perf_counter() - start
+            state["seconds"] = round(seconds, 3)
+            state["n_computed"] = len(todo) if state["status"] == "ok" else 0
+            state["images_per_second"] = (
+                round(len(todo) / seconds, 2) if todo and state["status"] == "ok" else None
+            )
+            self.timings["inpaint"][label] = state["seconds"]
+        return states
+
+    def outputs(self, label: str) -> np.ndarray:
+        folder = self.out_dir / "inpainted" / label
+        return _stack([folder / f"{i}.png" for i in self.ids])
+
+
+def _pixel_metrics(names: Sequence[str]):
+    from m2f_bench.metrics import METRICS
+
+    return [METRICS.get(n) for n in names if n != "id_sim"]
+
+
+def evaluate(
+    protocol: Protocol,
+    settings: Settings,
+    out_dir: str | os.PathLike,
+    *,
+    limit: int | None = None,
+    device: str = "cpu",
+    workers: int = 2,
+    progress: bool = True,
+    protocol_file: str | None = None,
+) -> dict[str, Any]:
+    """Run a protocol and write its results into ``out_dir``.
+
+    Args:
+        protocol: The validated protocol.
+        settings: Data and model homes.
+        out_dir: Output folder; a rerun into the same folder resumes.
+        limit: Use only the first N selected images (and the pairs among them).
+        device: ``cpu`` or ``cuda`` for the recognizers and inpainters that can use it.
+        workers: Processes for the prepare stage.
+        progress: Show progress bars.
+        protocol_file: Path the protocol came from, for the record.
+
+    Returns:
+        The content of ``results.json``.
+    """
+    from m2f_bench.inpainters import build_inpainter
+    from m2f_bench.recognition import EmbeddingCache, build_recognizer, cosine
+    from m2f_bench.reporting import render_report, write_summary_csv
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    for plugin in protocol.inpainters:
+        if not _SAFE_NAME.match(plugin.label):
+            raise ProtocolError(
+                f"inpainters: name {plugin.label!r} must be letters, digits, '.', '_' or '-'"
+            )
+    metrics = _pixel_metrics(protocol.metrics)
+    if "id_sim" in protocol.metrics and not protocol.recognizers:
+        raise ProtocolError("metrics: id_sim needs at least one recognizer")
+    # Build the recognizers first: a missing model file should stop the run before work.
+    recognizers = {
+        r.label: build_recognizer(
+            {"type": r.type, **r.args} | _device_arg(r.args, device), settings
+        )
+        for r in protocol.recognizers
+    }
+
+    run = _Evaluation(
+        protocol,
+        settings,
+        out_dir,
+        limit=limit,
+        device=device,
+        workers=workers,
+        progress=progress,
+    )
+    run.prepare()
+    inpainter_states = run.inpaint(lambda spec: build_inpainter(spec | _device_arg(spec, device)))
+    ok_labels = [label for label, s in inpainter_states.items() if s["status"] == "ok"]
+
+    bins = protocol.report.coverage_bins
+    bin_labels = coverage_bin_labels(bins)
+    bin_index = np.clip(np.digitize(run.coverage, bins[1:-1]), 0, len(bin_labels) - 1)
+    base = pd.DataFrame(
+        {
+            "image_id": run.ids,
+            "identity": [r.identity for r in run.records],
+            "fold": [r.fold for r in run.records],
+            "mask_type": [run.mask_of[i] for i in run.ids],
+            "coverage": run.coverage,
+            "coverage_bin": [bin_labels[b] for b in bin_index],
+        }
+    )
+
+    # Stage 3: embeddings of every variant, by recognizer.
+    cache = EmbeddingCache(out_dir / "embeddings")
+    size = protocol.faces.size
+    embeddings: dict[str, dict[str, np.ndarray]] = {}
+    for rec_label, recognizer in recognizers.items():
+        start = time.perf_counter()
+        embeddings[rec_label] = {}
+        for variant in ["clean", "masked", *[f"inpainted/{x}" for x in ok_labels]]:
+            label = variant.split("/", 1)[-1]
+            if variant.startswith("inpainted/") and inpainter_states[label]["spec"]["type"] == (
+                "masked"
+            ):
+                # The masked baseline's output is the masked crop: same embeddings.
+                embeddings[rec_label][variant] = embeddings[rec_label]["masked"]
+                continue
+            images = {"clean": run.clean, "masked": run.masked}.get(variant)
+            if images is None:
+                images = run.outputs(label)
+            embeddings[rec_label][variant] = cache.get_or_compute(
+                recognizer,
+                f"{variant}-{size}",
+                run.ids,
+                functools.partial(_embed_ids, recognizer, run, images),
+            )
+        run.timings["embed"][rec_label] = round(time.perf_counter() - start, 3)
+
+    # Stage 4: per-image table.
+    start = time.perf_counter()
+    tables = []
+    for label in ok_labels:
+        outputs = run.outputs(label)
+        table = base.copy()
+        table.insert(6, "inpainter", label)
+        table.insert(7, "status", "ok")
+        table.insert(8, "error", "")
+        for metric in metrics:
+            table[metric.name] = metric(outputs, run.clean, run.holes)
+        for rec_label in recognizers:
+            emb = embeddings[rec_label]
+            table[f"id_sim.{rec_label}"] = cosine(emb[f"inpainted/{label}"], emb["clean"])
+        tables.append(table)
+        del outputs
+    per_image = pd.concat(tables, ignore_index=True) if tables else base.iloc[0:0]
+    run.timings["metrics"] = round(time.perf_counter() - start, 3)
+    atomic_write_text(out_dir / "per_image.csv", per_image.to_csv(index=False))
+
+    start = time.perf_counter()
+    pair_scores = _pair_scores(run, embeddings, ok_labels, protocol)
+    atomic_write_text(out_dir / "pair_scores.csv", pair_scores.to_csv(index=False))
+
+    results: dict[str, Any] = {
+        "schema": "m2f-bench/results/1",
+        "protocol": protocol.model_dump(mode="json"),
+        "protocol_file": protocol_file,
+        "m2f_bench_version": __version__,
+        "git_commit": git_commit(),
+        "environment": environment(),
+        "started": started,
+        "device": device,
+        "dataset": run.dataset_info,
+        "failures": run.failures,
+        "paths": PATHS,
+        "metrics": {
+            m.name: {"higher_is_better": m.higher_is_better, "description": m.description}
+            for m in metrics
+        },
+        "recognizers": {
+            label: {"key": r.key, "config": r.config()} for label, r in recognizers.items()
+        },
+        "inpainters": inpainter_states,
+        "samples": _samples(run, protocol),
+    }
+    results.update(aggregate(results, per_image, pair_scores))
+    run.timings["verification"] = round(time.perf_counter() - start, 3)
+    run.timings["total"] = round(time.perf_counter() - t0, 3)
+    results["timings"] = run.timings
+    results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    atomic_write_json(out_dir / "results.json", results)
+    write_summary_csv(out_dir, results)
+    render_report(out_dir, results, per_image, pair_scores)
+    return results
+
+
+def _embed_ids(recognizer, run: _Evaluation, images: np.ndarray, ids: list[str]) -> np.ndarray:
+    rows = [run.index[i] for i in ids]
+    return recognizer.embed(images[rows], run.geometry, run.landmarks[rows])
+
+
+def _device_arg(spec: dict[str, Any], device: str) -> dict[str, Any]:
+    """``device`` for plug-ins that accept it, unless the protocol sets its own."""
+    return {} if "device" in spec or device == "cpu" else {"device": device}
+
+
+def _pair_scores(
+    run: _Evaluation,
+    embeddings: dict[str, dict[str, np.ndarray]],
+    labels: Sequence[str],
+    protocol: Protocol,
+) -> pd.DataFrame:
+    columns = [
+        "recognizer",
+        "scenario",
+        "inpainter",
+        "fold",
+        "a",
+        "b",
+        "identity_a",
+        "same",
+        "score",
+    ]
+    if not run.pairs or protocol.verification is None:
+        return pd.DataFrame(columns=columns)
+    a = np.array([run.index[p.a] for p in run.pairs])
+    b = np.array([run.index[p.b] for p in run.pairs])
+    identity = [r.identity for r in run.records]
+    common = {
+        "fold": [p.fold for p in run.pairs],
+        "a": [p.a for p in run.pairs],
+        "b": [p.b for p in run.pairs],
+        "identity_a": [identity[k] for k in a],
+        "same": [p.same for p in run.pairs],
+    }
+    # Scenario X-Y scores the first image of each pair as X against the second as Y.
+    sides = {
+        "clean-clean": ("clean", "clean"),
+        "masked-clean": ("masked", "clean"),
+        "masked-masked": ("masked", "masked"),
+        "inpainted-clean": ("inpainted", "clean"),
+        "inpainted-inpainted": ("inpainted", "inpainted"),
+    }
+    frames = []
+    for rec_label, emb in embeddings.items():
+        for scenario in protocol.verification.scenarios:
+            left, right = sides[scenario]
+            targets = labels if "inpainted" in (left, right) else [""]
+            for label in targets:
+                first = emb[f"inpainted/{label}"] if left == "inpainted" else emb[left]
+                second = emb[f"inpainted/{label}"] if right == "inpainted" else emb[right]
+                scores = np.sum(first[a] * second[b], axis=1)
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "recognizer": rec_label,
+                            "scenario": scenario,
+                            "inpainter": label,
+                            **common,
+                            "score": scores.astype(np.float64),
+                        }
+                    )
+                )
+    return (
+        pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    )
+
+
+def _samples(run: _Evaluation, protocol: Protocol) -> list[dict[str, str]]:
+    """A seeded choice of faces for the report's sample grid, spread over mask types."""
+    n = min(protocol.report.samples, len(run.ids))
+    digest = hashlib.sha256(f"samples:{protocol.masks.seed}".encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "big"))
+    by_type: dict[str, list[str]] = {}
+    for i in run.ids:
+        by_type.setdefault(run.mask_of[i], []).append(i)
+    pools = [list(rng.permutation(v)) for _, v in sorted(by_type.items())]
+    chosen: list[str] = []
+    while len(chosen) < n:
+        for pool in pools:
+            if pool and len(chosen) < n:
+                chosen.append(str(pool.pop()))
+    return [{"image_id": i, "mask_type": run.mask_of[i]} for i in chosen]
