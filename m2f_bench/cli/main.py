@@ -59,9 +59,20 @@ def cli_errors(func):
     return wrapper
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
-    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
 ) -> None:
     logging.basicConfig(
@@ -69,9 +80,6 @@ def _main(
         format="%(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    if version:
-        typer.echo(__version__)
-        raise typer.Exit()
 
 
 def _settings(data_home: Path | None, model_home: Path | None, offline: bool):

@@ -7,11 +7,16 @@ Used by ``evaluate`` and by ``report``, which rebuilds the aggregates from the s
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from m2f_bench.errors import M2FError
+
+log = logging.getLogger(__name__)
 
 PIXEL_COLUMNS = ("psnr", "ssim", "psnr_hole", "ssim_hole", "l1_hole")
 SUMMARY_COLUMNS = [
@@ -113,20 +118,28 @@ def aggregate(
                 | _mean_with_ci(values, identities, n_boot, seed)
             )
 
-    verification = []
+    verification, verification_errors = [], []
     for (rec, scenario, label), group in pair_scores.groupby(
         ["recognizer", "scenario", "inpainter"], sort=False, dropna=False
     ):
         label = "" if pd.isna(label) else label
-        stats = verification_summary(
-            group["score"].to_numpy(float),
-            group["same"].astype(bool).to_numpy(),
-            group["fold"].to_numpy(int),
-            group["identity_a"].astype(str).to_numpy(),
-            fars=fars,
-            n_boot=n_boot,
-            seed=seed,
-        )
+        try:
+            stats = verification_summary(
+                group["score"].to_numpy(float),
+                group["same"].astype(bool).to_numpy(),
+                group["fold"].to_numpy(int),
+                group["identity_a"].astype(str).to_numpy(),
+                fars=fars,
+                n_boot=n_boot,
+                seed=seed,
+            )
+        except M2FError as exc:
+            # Too few pairs (e.g. one fold, or one kind of pair): say so, keep the rest.
+            log.warning("verification %s %s %s: %s", rec, scenario, label, exc)
+            verification_errors.append(
+                {"recognizer": rec, "scenario": scenario, "inpainter": label, "error": str(exc)}
+            )
+            continue
         verification.append(
             {"recognizer": rec, "scenario": scenario, "inpainter": label}
             | {k: float(v) if k != "n_pairs" else int(v) for k, v in stats.items()}
@@ -147,6 +160,7 @@ def aggregate(
         "pixel": pixel,
         "identity": identity,
         "verification": verification,
+        "verification_errors": verification_errors,
         "by_mask_type": by("mask_type"),
         "by_coverage_bin": by("coverage_bin"),
         "summary": _summary(results, pixel, identity, verification, per_image),

@@ -1,0 +1,217 @@
+"""The command line, end to end, through Typer's CliRunner, offline and without models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from m2f_bench import __version__
+from m2f_bench.cli.main import app
+from m2f_bench.masks import MASK_TYPES
+from m2f_bench.prepare import MANIFEST_COLUMNS
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def homes(tmp_path, monkeypatch):
+    """Empty data and model homes, offline: only what ships with the packages."""
+    monkeypatch.setenv("M2F_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("M2F_MODEL_HOME", str(tmp_path / "models"))
+    monkeypatch.setenv("M2F_OFFLINE", "1")
+    return tmp_path
+
+
+@pytest.fixture
+def messy_folder(tmp_path, astronaut):
+    """An identity folder with good photos in odd layouts and bad files."""
+    root = tmp_path / "faces"
+    good, bad = root / "eileen", root / "junk"
+    good.mkdir(parents=True)
+    bad.mkdir()
+    photo = Image.fromarray(astronaut)
+    photo.save(good / "colour.jpg", quality=92)
+    photo.convert("L").save(good / "gray.png")
+    photo.convert("RGBA").save(good / "rgba.png")
+    sixteen = (np.asarray(photo.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(sixteen).save(good / "sixteen.png")
+    (bad / "truncated.jpg").write_bytes((good / "colour.jpg").read_bytes()[:3000])
+    Image.new("RGB", (16, 16), (120, 90, 60)).save(bad / "tiny.png")
+    noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(bad / "noface.png")
+    return root
+
+
+def _run(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+def test_version_and_help():
+    assert _run("--version").stdout.strip() == __version__
+    result = _run("--help")
+    assert result.exit_code == 0
+    for command in ("prepare", "evaluate", "report", "validate", "list", "masks"):
+        assert command in result.stdout
+
+
+def test_list_shows_every_registry(homes):
+    result = _run("list")
+    assert result.exit_code == 0
+    for name in (
+        "opencv-telea",
+        "biharmonic",
+        "arcface-onnx",
+        "dlib-resnet",
+        "ssim_hole",
+        "lfw",
+        "celebahq",
+        "scrfd",
+        "dlib-hog",
+        *MASK_TYPES,
+    ):
+        assert name in result.stdout
+
+
+def test_prepare_writes_crops_masks_and_manifest_and_reuses_them(homes):
+    out = homes / "prepared"
+    args = ("prepare", "demo", "--out", out, "--workers", "1", "--no-progress")
+    result = _run(*args)
+    assert result.exit_code == 0, result.output
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
+    assert list(manifest.columns) == MANIFEST_COLUMNS
+    assert (manifest.status == "ok").all() and len(manifest) == 8 * len(MASK_TYPES)
+    assert set(manifest.mask_type) == set(MASK_TYPES)
+    row = manifest.iloc[0]
+    crop = np.asarray(Image.open(out / row.crop_path))
+    masked = np.asarray(Image.open(out / row.masked_path))
+    hole = np.asarray(Image.open(out / row.hole_path)) > 127
+    assert crop.shape == (128, 128, 3) and hole.shape == (128, 128)
+    assert np.array_equal(crop[~hole], masked[~hole]) and not np.array_equal(crop, masked)
+    assert row.coverage == pytest.approx(hole.mean(), abs=1e-6)
+    landmarks = json.loads((out / row.landmarks_path).read_text())
+    assert np.asarray(landmarks["landmarks"]).shape == (68, 2)
+    assert "coverage" in result.stdout
+
+    again = _run(*args)
+    assert "8 reused" in again.stdout
+    assert np.array_equal(np.asarray(Image.open(out / row.masked_path)), masked)
+
+    # An interrupted run: one image's done-marker and another's mask are gone.
+    (out / row.landmarks_path).unlink()
+    (out / manifest.iloc[-1].masked_path).unlink()
+    resumed = _run(*args)
+    assert "6 reused" in resumed.stdout
+    assert (out / manifest.iloc[-1].masked_path).is_file()
+
+
+def test_prepare_rebuilds_when_settings_change(homes):
+    out = homes / "prepared"
+    base = (
+        "prepare",
+        "demo",
+        "--out",
+        out,
+        "--workers",
+        "1",
+        "--no-progress",
+        "--mask-types",
+        "cloth",
+    )
+    assert _run(*base, "--seed", "0").exit_code == 0
+    before = np.asarray(Image.open(out / "masked/cloth/astronaut.png"))
+    result = _run(*base, "--seed", "1")
+    assert "0 reused" in result.stdout
+    after = np.asarray(Image.open(out / "masked/cloth/astronaut.png"))
+    assert not np.array_equal(before, after)
+
+
+def test_prepare_records_bad_images_and_goes_on(homes, messy_folder):
+    out = homes / "prepared"
+    result = _run(
+        "prepare",
+        "folder",
+        "--root",
+        messy_folder,
+        "--split",
+        "all",
+        "--out",
+        out,
+        "--workers",
+        "1",
+        "--no-progress",
+        "--mask-types",
+        "surgical_blue",
+    )
+    assert result.exit_code == 0, result.output
+    manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False).set_index("image_id")
+    ok = manifest[manifest.status == "ok"].index
+    assert sorted(ok) == sorted(f"eileen__{n}" for n in ("colour", "gray", "rgba", "sixteen"))
+    reasons = manifest[manifest.status == "failed"].reason.to_dict()
+    assert "truncated" in reasons["junk__truncated"]
+    assert "too small" in reasons["junk__tiny"]
+    assert "no face" in reasons["junk__noface"]
+    assert "3 failed" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("prepare", "lfww"), "unknown dataset 'lfww'; did you mean lfw"),
+        (("prepare", "lfw", "--offline"), "lfw-deepfunneled"),
+        (("prepare", "demo", "--split", "dev"), "unknown split 'dev'"),
+        (("prepare", "demo", "--mask-types", "surgical"), "unknown mask type 'surgical'"),
+        (("prepare", "demo", "--detector", "scrfd"), "scrfd_500m_kps.onnx"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_code_2(homes, args, expected):
+    result = _run(*args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
+
+
+def test_wrong_folder_layout_is_one_line(homes, tmp_path, astronaut):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.fromarray(astronaut).save(flat / "a.jpg")
+    result = _run("prepare", "folder", "--root", flat)
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_lfw_without_pairs_txt_is_one_line(homes, tmp_path, astronaut):
+    root = tmp_path / "lfw"
+    (root / "lfw-deepfunneled" / "Eileen_Collins").mkdir(parents=True)
+    Image.fromarray(astronaut).save(
+        root / "lfw-deepfunneled/Eileen_Collins/Eileen_Collins_0001.jpg"
+    )
+    result = _run("prepare", "lfw", "--root", root)
+    assert result.exit_code == 2 and "pairs.txt" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_masks_preview_renders_a_contact_sheet(homes, tmp_path, astronaut):
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut).save(photo)
+    sheet = tmp_path / "sheet.png"
+    result = _run("masks", "preview", "--image", photo, "--out", sheet, "--size", "64")
+    assert result.exit_code == 0, result.output
+    image = np.asarray(Image.open(sheet))
+    assert image.shape[1] >= 64 * (1 + len(MASK_TYPES)) and image.shape[0] >= 64
+
+
+def test_validate_accepts_shipped_protocols_and_rejects_bad_ones(tmp_path):
+    shipped = sorted((Path(__file__).parents[1] / "protocols").glob("*.yaml"))
+    result = _run("validate", *shipped)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count(": ok") == len(shipped)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nname: x\ndataset: {name: lfw}\ninpainters: [{type: telea}]\n")
+    result = _run("validate", bad)
+    assert result.exit_code == 2 and "inpainters.0" in result.stderr and "telea" in result.stderr
