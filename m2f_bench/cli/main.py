@@ -254,7 +254,7 @@ def evaluate(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Run a protocol: inpainters, metrics and verification; write CSV, JSON and HTML."""
-    from m2f_bench.errors import DataNotFoundError
+    from m2f_bench.errors import DataNotFoundError, ModelNotFoundError
     from m2f_bench.evaluation import load_protocol
     from m2f_bench.evaluation.runner import evaluate as run_evaluate
 
@@ -274,7 +274,7 @@ def evaluate(
             progress=progress,
             protocol_file=str(protocol),
         )
-    except DataNotFoundError as exc:
+    except (DataNotFoundError, ModelNotFoundError) as exc:
         raise M2FError(
             f"{exc} — or, to try m2f-bench with nothing downloaded: "
             "m2f-bench evaluate protocols/demo.yaml"

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from m2f_bench import __version__
 from m2f_bench._io import atomic_write_json, atomic_write_text, read_mask_png, write_png
 from m2f_bench.data import DATASETS
+from m2f_bench.data.base import FaceDataset
 from m2f_bench.errors import M2FError
 from m2f_bench.evaluation.aggregate import aggregate, coverage_bin_labels
 from m2f_bench.evaluation.protocol import Protocol, ProtocolError
@@ -140,6 +141,7 @@ class _Evaluation:
         protocol: Protocol,
         settings: Settings,
         out_dir: Path,
+        dataset: FaceDataset,
         *,
         limit: int | None,
         device: str,
@@ -147,6 +149,7 @@ class _Evaluation:
         progress: bool,
     ) -> None:
         self.protocol = protocol
+        self.dataset = dataset
         self.settings = settings
         self.out_dir = out_dir
         self.limit = limit
@@ -161,7 +164,7 @@ class _Evaluation:
         from m2f_bench.masks import MASK_STYLES, MASK_TYPES
 
         spec = self.protocol.dataset
-        dataset = DATASETS.get(spec.name).open(self.settings, spec.root, **spec.options)
+        dataset = self.dataset
         want_pairs = self.protocol.verification is not None and bool(self.protocol.recognizers)
         records, pairs = select(dataset, spec, with_pairs=want_pairs)
         if self.limit is not None and self.limit < len(records):
@@ -340,6 +343,9 @@ def evaluate(
                 f"inpainters: name {plugin.label!r} must be letters, digits, '.', '_' or '-'"
             )
     metrics = _pixel_metrics(protocol.metrics)
+    spec = protocol.dataset
+    # The dataset first: a missing dataset is the likeliest problem and the cheapest check.
+    dataset = DATASETS.get(spec.name).open(settings, spec.root, **spec.options)
     if "id_sim" in protocol.metrics and not protocol.recognizers:
         raise ProtocolError("metrics: id_sim needs at least one recognizer")
     # Build the recognizers first: a missing model file should stop the run before work.
@@ -354,6 +360,7 @@ def evaluate(
         protocol,
         settings,
         out_dir,
+        dataset,
         limit=limit,
         device=device,
         workers=workers,
@@ -416,7 +423,10 @@ def evaluate(
             table[metric.name] = metric(outputs, run.clean, run.holes)
         for rec_label in recognizers:
             emb = embeddings[rec_label]
-            table[f"id_sim.{rec_label}"] = cosine(emb[f"inpainted/{label}"], emb["clean"])
+            # float64 so that the CSV round-trips exactly and `report` reproduces the means.
+            table[f"id_sim.{rec_label}"] = cosine(emb[f"inpainted/{label}"], emb["clean"]).astype(
+                np.float64
+            )
         tables.append(table)
         del outputs
     per_image = pd.concat(tables, ignore_index=True) if tables else base.iloc[0:0]

@@ -1,0 +1,149 @@
+"""`m2f-bench evaluate` and `report` end to end on the demo faces (offline, dlib only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from m2f_bench.cli.main import app
+from m2f_bench.evaluation.aggregate import SUMMARY_COLUMNS
+
+runner = CliRunner()
+
+BROKEN = '''
+import numpy as np
+
+class Broken:
+    """Fails on every batch, like a plug-in with a bug."""
+
+    def inpaint(self, images, holes):
+        raise RuntimeError("model exploded")
+'''
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The demo protocol on 4 faces, plus an inpainter that fails."""
+    root = tmp_path_factory.mktemp("eval")
+    (root / "broken_inpainter.py").write_text(BROKEN)
+    protocol = yaml.safe_load(Path("protocols/demo.yaml").read_text())
+    protocol["inpainters"] = [
+        {"type": "masked"},
+        {"type": "opencv-telea"},
+        {"type": "python", "name": "broken", "target": "broken_inpainter:Broken"},
+    ]
+    path = root / "demo.yaml"
+    path.write_text(yaml.safe_dump(protocol))
+    mp = pytest.MonkeyPatch()
+    mp.syspath_prepend(str(root))
+    mp.setenv("M2F_DATA_HOME", str(root / "data"))
+    mp.setenv("M2F_MODEL_HOME", str(root / "models"))
+    mp.setenv("M2F_OFFLINE", "1")
+    out = root / "run"
+    args = [
+        "evaluate",
+        str(path),
+        "--out",
+        str(out),
+        "--limit",
+        "4",
+        "--no-progress",
+        "--workers",
+        "1",
+    ]
+    first = runner.invoke(app, args)
+    second = runner.invoke(app, args)
+    yield out, first, second, args
+    mp.undo()
+
+
+def test_evaluate_writes_every_output(demo_run):
+    out, first, _, _ = demo_run
+    assert first.exit_code == 0, first.output
+    for name in ("results.json", "summary.csv", "per_image.csv", "pair_scores.csv", "report.html"):
+        assert (out / name).is_file(), name
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
+    per_image = pd.read_csv(out / "per_image.csv")
+    assert set(per_image.inpainter) == {"masked", "opencv-telea"}
+    assert (per_image.groupby("inpainter").size() == 4).all()
+    # Inpainting recovers pixels: Telea beats leaving the mask on, in the hole.
+    means = per_image.groupby("inpainter")[["psnr_hole", "ssim"]].mean()
+    assert means.loc["opencv-telea", "psnr_hole"] > means.loc["masked", "psnr_hole"] + 2
+    assert per_image["id_sim.dlib"].between(-1, 1).all()
+
+
+def test_outputs_are_composited_and_the_masked_baseline_is_the_input(demo_run):
+    out, *_ = demo_run
+    results = json.loads((out / "results.json").read_text())
+    for sample in results["samples"]:
+        image_id, mask_type = sample["image_id"], sample["mask_type"]
+        masked = np.asarray(Image.open(out / f"prepared/masked/{mask_type}/{image_id}.png"))
+        hole = np.asarray(Image.open(out / f"prepared/holes/{mask_type}/{image_id}.png")) > 127
+        telea = np.asarray(Image.open(out / f"inpainted/opencv-telea/{image_id}.png"))
+        assert np.array_equal(telea[~hole], masked[~hole])
+        assert not np.array_equal(telea[hole], masked[hole])
+        assert np.array_equal(
+            np.asarray(Image.open(out / f"inpainted/masked/{image_id}.png")), masked
+        )
+
+
+def test_a_failing_inpainter_gets_an_error_row_and_the_rest_goes_on(demo_run):
+    out, first, _, _ = demo_run
+    results = json.loads((out / "results.json").read_text())
+    state = results["inpainters"]["broken"]
+    assert state["status"] == "error" and "model exploded" in state["error"]
+    rows = {r["inpainter"]: r for r in results["summary"]}
+    assert rows["broken"]["status"] == "error" and rows["opencv-telea"]["status"] == "ok"
+    assert "broken" in first.stdout and "model exploded" in first.stdout
+
+
+def test_results_record_provenance(demo_run):
+    out, *_ = demo_run
+    results = json.loads((out / "results.json").read_text())
+    assert results["protocol"]["name"] == "demo"
+    assert results["m2f_bench_version"] and results["environment"]["python"]
+    assert results["dataset"]["n_images"] == 4
+    assert {"prepare", "inpaint", "embed", "metrics", "total"} <= set(results["timings"])
+    assert results["metrics"]["ssim"]["higher_is_better"] is True
+    assert results["metrics"]["l1_hole"]["higher_is_better"] is False
+    assert "verification" in results["method"]
+
+
+def test_rerun_resumes_and_reproduces_every_number(demo_run):
+    out, first, second, _ = demo_run
+    assert second.exit_code == 0, second.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["inpainters"]["opencv-telea"]["n_computed"] == 0  # nothing redone
+    first_table = first.stdout.split("report:")[0]
+    assert second.stdout.split("report:")[0] == first_table
+
+
+def test_report_rebuilds_from_saved_files(demo_run):
+    out, *_ = demo_run
+    before = (out / "summary.csv").read_text()
+    (out / "summary.csv").unlink()
+    (out / "report.html").unlink()
+    result = runner.invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "summary.csv").read_text() == before
+    assert "opencv-telea" in (out / "report.html").read_text()
+
+
+def test_missing_lfw_points_to_the_demo(tmp_path, monkeypatch):
+    monkeypatch.setenv("M2F_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("M2F_OFFLINE", "1")
+    result = runner.invoke(
+        app, ["evaluate", "protocols/lfw-quick.yaml", "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1
+    assert "lfw" in message and "protocols/demo.yaml" in message
