@@ -19,6 +19,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from m2f_bench.errors import BadImageError, M2FError
 
 _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -29,6 +31,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        # mkstemp makes files private (0600); results are meant to be shared like any file.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from m2f_bench.cli.main import app
-from m2f_bench.evaluation.aggregate import SUMMARY_COLUMNS
+from m2f_bench.evaluation.schema import SUMMARY_COLUMNS
 
 runner = CliRunner()
 
@@ -70,7 +70,7 @@ def test_evaluate_writes_every_output(demo_run):
     for name in ("results.json", "summary.csv", "per_image.csv", "pair_scores.csv", "report.html"):
         assert (out / name).is_file(), name
     summary = pd.read_csv(out / "summary.csv")
-    assert list(summary.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
+    assert tuple(summary.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
     per_image = pd.read_csv(out / "per_image.csv")
     assert set(per_image.inpainter) == {"masked", "opencv-telea"}
     assert (per_image.groupby("inpainter").size() == 4).all()

@@ -15,30 +15,11 @@ import numpy as np
 import pandas as pd
 
 from m2f_bench.errors import M2FError
+from m2f_bench.evaluation.schema import SUMMARY_COLUMNS
 
 log = logging.getLogger(__name__)
 
 PIXEL_COLUMNS = ("psnr", "ssim", "psnr_hole", "ssim_hole", "l1_hole")
-SUMMARY_COLUMNS = [
-    "inpainter",
-    "recognizer",
-    "n_images",
-    "n_pairs",
-    "psnr",
-    "ssim",
-    "psnr_hole",
-    "ssim_hole",
-    "l1_hole",
-    "id_sim",
-    "acc_clean_clean",
-    "acc_masked_clean",
-    "acc_inpainted_clean",
-    "acc_masked_masked",
-    "acc_inpainted_inpainted",
-    "auc_inpainted_clean",
-    "tar_far1e-3_inpainted_clean",
-    "seconds",
-]
 
 
 def coverage_bin_labels(edges: Sequence[float]) -> list[str]:

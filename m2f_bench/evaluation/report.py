@@ -21,9 +21,15 @@ def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """
     try:
         results = json.loads((run_dir / "results.json").read_text())
-        per_image = pd.read_csv(run_dir / "per_image.csv", keep_default_na=False, na_values=[""])
+        # Ids and names stay text: an id like 000123 must not become the number 123.
+        text = {"image_id": str, "identity": str, "inpainter": str, "mask_type": str}
+        per_image = pd.read_csv(
+            run_dir / "per_image.csv", keep_default_na=False, na_values=[""], dtype=text
+        )
         pair_scores = pd.read_csv(
-            run_dir / "pair_scores.csv", keep_default_na=False, dtype={"inpainter": str}
+            run_dir / "pair_scores.csv",
+            keep_default_na=False,
+            dtype={"inpainter": str, "a": str, "b": str, "identity_a": str},
         )
     except FileNotFoundError as exc:
         raise M2FError(

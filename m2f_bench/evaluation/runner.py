@@ -46,6 +46,7 @@ from m2f_bench.data.base import FaceDataset
 from m2f_bench.errors import M2FError
 from m2f_bench.evaluation.aggregate import aggregate, coverage_bin_labels
 from m2f_bench.evaluation.protocol import Protocol, ProtocolError
+from m2f_bench.evaluation.schema import PATHS
 from m2f_bench.evaluation.selection import assign_masks, select
 from m2f_bench.faces.align import CropGeometry
 from m2f_bench.faces.pipeline import AlignerConfig
@@ -54,13 +55,6 @@ from m2f_bench.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Where the evaluation keeps its images, relative to its folder.
-PATHS = {
-    "crop": "prepared/crops/{image_id}.png",
-    "masked": "prepared/masked/{mask_type}/{image_id}.png",
-    "hole": "prepared/holes/{mask_type}/{image_id}.png",
-    "inpainted": "inpainted/{inpainter}/{image_id}.png",
-}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _BATCH = 64
 _PACKAGES = (

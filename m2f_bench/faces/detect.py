@@ -144,12 +144,13 @@ class DlibHOGDetector:
 
     Args:
         upsample: Times the image is upsampled before detection (finds smaller faces).
-        threshold: Minimum SVM score.
+        threshold: Minimum SVM score (dlib's default, 0: lower lets in false detections,
+            which the centre rule may then prefer over the real face).
     """
 
     name = "dlib-hog"
 
-    def __init__(self, *, upsample: int = 1, threshold: float = -0.2) -> None:
+    def __init__(self, *, upsample: int = 1, threshold: float = 0.0) -> None:
         import dlib
 
         self._detector = dlib.get_frontal_face_detector()

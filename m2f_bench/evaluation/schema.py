@@ -1,0 +1,36 @@
+"""The layout of an evaluation folder and the columns of its summary table.
+
+Shared by the runner that writes an evaluation and the reports that read it.
+"""
+
+from __future__ import annotations
+
+#: Where the evaluation keeps its images, relative to its folder.
+PATHS = {
+    "crop": "prepared/crops/{image_id}.png",
+    "masked": "prepared/masked/{mask_type}/{image_id}.png",
+    "hole": "prepared/holes/{mask_type}/{image_id}.png",
+    "inpainted": "inpainted/{inpainter}/{image_id}.png",
+}
+
+#: Leading columns of ``summary.csv``, one row per (inpainter, recognizer).
+SUMMARY_COLUMNS = (
+    "inpainter",
+    "recognizer",
+    "n_images",
+    "n_pairs",
+    "psnr",
+    "ssim",
+    "psnr_hole",
+    "ssim_hole",
+    "l1_hole",
+    "id_sim",
+    "acc_clean_clean",
+    "acc_masked_clean",
+    "acc_inpainted_clean",
+    "acc_masked_masked",
+    "acc_inpainted_inpainted",
+    "auc_inpainted_clean",
+    "tar_far1e-3_inpainted_clean",
+    "seconds",
+)
