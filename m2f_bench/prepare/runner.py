@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -114,6 +115,7 @@ class _Worker:
         self.out_dir = out_dir
         self._apply_mask = apply_mask
         self._aligner: FaceAligner | None = None
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-io")
 
     @property
     def aligner(self) -> FaceAligner:
@@ -151,7 +153,11 @@ class _Worker:
         except (BadImageError, NoFaceError) as exc:
             state |= {"status": "failed", "reason": str(exc), "error": type(exc).__name__}
         else:
-            write_png(self.out_dir / _rel("crops", record.image_id), face.crop)
+            # PNG encoding and writing release the GIL: they run in a thread while the
+            # next mask is drawn, and all of them finish before the done-marker is written.
+            writes = [
+                self._io.submit(write_png, self.out_dir / _rel("crops", record.image_id), face.crop)
+            ]
             coverage = {}
             for mask_type in mask_types:
                 masked = self._apply_mask(
@@ -161,11 +167,21 @@ class _Worker:
                     image_id=record.image_id,
                     seed=self.config.seed,
                 )
-                write_png(self.out_dir / _rel("masked", record.image_id, mask_type), masked.image)
-                write_mask_png(
-                    self.out_dir / _rel("holes", record.image_id, mask_type), masked.hole
-                )
+                writes += [
+                    self._io.submit(
+                        write_png,
+                        self.out_dir / _rel("masked", record.image_id, mask_type),
+                        masked.image,
+                    ),
+                    self._io.submit(
+                        write_mask_png,
+                        self.out_dir / _rel("holes", record.image_id, mask_type),
+                        masked.hole,
+                    ),
+                ]
                 coverage[mask_type] = round(float(masked.coverage), 6)
+            for write in writes:
+                write.result()  # re-raises a failed write
             state |= {
                 "status": "ok",
                 "reason": "",
@@ -178,7 +194,7 @@ class _Worker:
                 "coverage": coverage,
             }
         # Written last: its presence marks the image as done.
-        atomic_write_json(self.out_dir / _rel("landmarks", record.image_id), state)
+        atomic_write_json(self.out_dir / _rel("landmarks", record.image_id), state, indent=None)
         return state, False
 
 
