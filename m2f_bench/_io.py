@@ -26,7 +26,8 @@ _PNG_PARAMS = [
     cv2.IMWRITE_PNG_STRATEGY,
     cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY,
 ]
-_MASK_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_BILEVEL, 1]
+# Masks stay 8-bit 0/255 (a 1-bit PNG reads back as 0/1 or bool in many tools).
+_MASK_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -77,7 +78,7 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
 
 
 def write_mask_png(path: str | os.PathLike, mask: np.ndarray) -> None:
-    """Write a boolean mask as a 0/255 single-channel (1-bit) PNG."""
+    """Write a boolean mask as a 0/255 single-channel 8-bit PNG."""
     atomic_write_bytes(path, encode_png(np.where(mask, 255, 0).astype(np.uint8), _MASK_PNG_PARAMS))
 
 
