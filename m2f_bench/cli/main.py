@@ -311,12 +311,21 @@ def _print_summary(results: dict) -> None:
 @cli_errors
 def report(
     run_dir: Annotated[Path, typer.Argument(help="An evaluation output folder.")],
+    screenshot: Annotated[
+        Path | None,
+        typer.Option(help="Also render the page in headless Chromium to this PNG."),
+    ] = None,
 ) -> None:
     """Rebuild summary.csv, results.json aggregates and report.html from a run's saved files."""
     from m2f_bench.evaluation.report import rebuild
 
     path = rebuild(run_dir)
     typer.echo(f"report: {path}")
+    if screenshot is not None:
+        from m2f_bench.reporting.browser import screenshot as take
+
+        take(path, screenshot)
+        typer.echo(f"screenshot: {screenshot}")
 
 
 @app.command()
