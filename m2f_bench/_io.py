@@ -124,6 +124,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise BadImageError(f"image file not found: {path}") from None
     except UnidentifiedImageError:
         raise BadImageError(f"not an image file: {path}") from None
+    except Image.DecompressionBombError as exc:
+        raise BadImageError(f"image too large to decode safely {path}: {exc}") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise BadImageError(f"corrupt or truncated image {path}: {exc}") from None
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:

@@ -12,8 +12,12 @@ from m2f_bench.settings import Settings
 
 
 def _home(env: str) -> Path | None:
-    value = os.environ.get(env)
+    value = _HOMES.get(env)
     return Path(value).resolve() if value else None
+
+
+# Read once, before any test patches the environment.
+_HOMES = {name: os.environ.get(name) for name in ("M2F_DATA_HOME", "M2F_MODEL_HOME")}
 
 
 @pytest.fixture(scope="session")

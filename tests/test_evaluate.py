@@ -147,3 +147,105 @@ def test_missing_lfw_points_to_the_demo(tmp_path, monkeypatch):
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1
     assert "lfw" in message and "protocols/demo.yaml" in message
+
+
+def test_changed_inpainter_arguments_redo_outputs_and_embeddings(demo_run, tmp_path):
+    out, _, _, args = demo_run
+    protocol = yaml.safe_load(Path(args[1]).read_text())
+    protocol["inpainters"][1]["radius"] = 9  # opencv-telea
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(protocol))
+    before = json.loads((out / "results.json").read_text())
+    result = runner.invoke(app, ["evaluate", str(changed), *args[2:]])
+    assert result.exit_code == 0, result.output
+    after = json.loads((out / "results.json").read_text())
+    assert after["inpainters"]["opencv-telea"]["n_computed"] == 4
+    assert after["inpainters"]["masked"]["n_computed"] == 0
+
+    def telea(r, key):
+        return next(x[key] for x in r["summary"] if x["inpainter"] == "opencv-telea")
+
+    assert telea(after, "psnr_hole") != telea(before, "psnr_hole")
+    assert telea(after, "id_sim") != telea(before, "id_sim")  # embeddings were not reused
+    # Restore the folder for the other tests of this module.
+    assert runner.invoke(app, args).exit_code == 0
+
+
+def test_device_is_passed_only_to_plugins_that_take_it():
+    from m2f_bench.evaluation.runner import _device_arg
+    from m2f_bench.inpainters import INPAINTERS
+    from m2f_bench.recognition import RECOGNIZERS
+
+    assert _device_arg(INPAINTERS.get("opencv-telea"), {}, "cuda") == {}
+    assert _device_arg(RECOGNIZERS.get("dlib-resnet"), {}, "cuda") == {}
+    assert _device_arg(RECOGNIZERS.get("arcface-onnx"), {}, "cuda") == {"device": "cuda"}
+    assert _device_arg(RECOGNIZERS.get("arcface-onnx"), {"device": "cpu"}, "cuda") == {}
+
+
+def test_every_inpainter_failing_still_writes_results(tmp_path, monkeypatch):
+    (tmp_path / "broken_inpainter.py").write_text(BROKEN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("M2F_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("M2F_OFFLINE", "1")
+    protocol = yaml.safe_load(Path("protocols/demo.yaml").read_text())
+    protocol["inpainters"] = [
+        {"type": "python", "name": "broken", "target": "broken_inpainter:Broken"}
+    ]
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(protocol))
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(path),
+            "--out",
+            str(out),
+            "--limit",
+            "2",
+            "--no-progress",
+            "--workers",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert [r["status"] for r in summary] == ["error"]
+    assert runner.invoke(app, ["report", str(out)]).exit_code == 0
+
+
+@pytest.mark.data
+def test_lfw_quick_subset_end_to_end(lfw_home, model_home, tmp_path):
+    out = tmp_path / "quick"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "protocols/lfw-quick.yaml",
+            "--out",
+            str(out),
+            "--limit",
+            "60",
+            "--no-progress",
+            "--data-home",
+            str(lfw_home),
+            "--model-home",
+            str(model_home),
+            "--offline",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"]["n_failed_images"] == 0
+    pairs = pd.read_csv(out / "pair_scores.csv")
+    clean = pairs[pairs.scenario == "clean-clean"]
+    assert sorted(clean.fold.unique()) == [6, 7, 8, 9, 10]
+    assert clean.same.sum() == (~clean.same).sum()  # balanced
+    rows = {r["inpainter"]: r for r in results["summary"]}
+    assert rows["masked"]["acc_clean_clean"] >= 0.9
+    # Matched pairs score higher clean than with one face masked.
+    same = pairs[pairs.same]
+    assert (
+        same[same.scenario == "clean-clean"].score.mean()
+        > same[same.scenario == "masked-clean"].score.mean()
+    )

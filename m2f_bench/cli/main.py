@@ -52,6 +52,10 @@ def cli_errors(func):
         except M2FError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except OSError as exc:  # unwritable folder, disk full, a file where a folder goes
+            where = f": {exc.filename}" if exc.filename else ""
+            typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted; run the same command again to resume", err=True)
             raise typer.Exit(130) from None
@@ -106,17 +110,12 @@ def _mask_types(value: str | None) -> tuple[str, ...]:
 
 
 def _subset(records: list, limit: int | None, seed: int) -> list:
-    """A seeded subset of ``limit`` records, kept in dataset order.
-
-    A fixed permutation per seed means a larger limit is a superset of a smaller one, so
-    a prepared subset is reused when the limit grows.
-    """
-    import numpy as np
+    """A seeded subset of ``limit`` records in dataset order (a larger limit is a superset)."""
+    from m2f_bench.evaluation.selection import limit_selection
 
     if limit is None or limit >= len(records):
         return records
-    order = np.random.default_rng(seed).permutation(len(records))[:limit]
-    return [records[i] for i in sorted(order)]
+    return limit_selection(records, [], limit, seed)[0]
 
 
 @app.command()

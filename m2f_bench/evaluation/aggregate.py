@@ -19,8 +19,6 @@ from m2f_bench.evaluation.schema import SUMMARY_COLUMNS
 
 log = logging.getLogger(__name__)
 
-PIXEL_COLUMNS = ("psnr", "ssim", "psnr_hole", "ssim_hole", "l1_hole")
-
 
 def coverage_bin_labels(edges: Sequence[float]) -> list[str]:
     """``"0.20–0.25"`` style labels for consecutive bin edges."""
@@ -80,7 +78,8 @@ def aggregate(
     seed = int(verification_spec.get("seed", 0))
     fars = tuple(verification_spec.get("fars", (1e-3, 1e-2)))
     recognizers = list(results.get("recognizers", {}))
-    pixel_names = [c for c in PIXEL_COLUMNS if c in per_image.columns]
+    # Every pixel metric the run recorded, built-in or plug-in (id_sim is per recognizer).
+    pixel_names = [m for m in results.get("metrics", {}) if m in per_image.columns]
     id_columns = {r: f"id_sim.{r}" for r in recognizers if f"id_sim.{r}" in per_image.columns}
 
     pixel, identity = [], []

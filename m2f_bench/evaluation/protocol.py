@@ -56,6 +56,21 @@ class _Plugin(BaseModel):
     def label(self) -> str:
         return self.name or self.type
 
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        # The name becomes a folder and a column name.
+        if value is not None and not _SAFE_NAME.match(value):
+            raise ValueError(f"{value!r} must be letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("type")
+    @classmethod
+    def _safe_type(cls, value: str) -> str:
+        if not _SAFE_NAME.match(value):
+            raise ValueError(f"{value!r} must be letters, digits, '.', '_' or '-'")
+        return value
+
     def spec(self) -> dict[str, Any]:
         """``{"type": ..., **args}`` (plus ``name`` when set), for the factories."""
         out: dict[str, Any] = {"type": self.type, **self.args}
@@ -81,14 +96,14 @@ class FacesSpec(_Strict):
 
 
 class MasksSpec(_Strict):
-    types: tuple[str, ...] | None = None
+    types: tuple[str, ...] | None = Field(None, min_length=1)
     seed: int = 0
 
 
 class VerificationSpec(_Strict):
     scenarios: tuple[Scenario, ...] = SCENARIOS
     fars: tuple[float, ...] = (1e-3, 1e-2)
-    bootstrap: int = Field(1000, ge=0)
+    bootstrap: int = Field(1000, ge=1, description="resamples for the 95 % intervals")
     seed: int = 0
 
     @field_validator("fars")
@@ -138,6 +153,7 @@ class Protocol(_Strict):
         return value
 
 
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -164,8 +180,15 @@ def expand_env(value: Any, path: str = "") -> Any:
 
     expanded = _ENV.sub(substitute, value)
     if expanded != value and _ENV.fullmatch(value):
-        # A whole-value substitution may stand for a number, a boolean or nothing (null).
-        return yaml.safe_load(expanded) if expanded.strip() else None
+        # A whole-value substitution may stand for a number or nothing (null); anything
+        # else stays the string it is (no dates, no yes/no booleans, no YAML syntax).
+        if not expanded.strip():
+            return None
+        for kind in (int, float):
+            try:
+                return kind(expanded)
+            except ValueError:
+                pass
     return expanded
 
 

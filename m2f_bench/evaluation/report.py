@@ -51,6 +51,9 @@ def rebuild(run_dir: str | os.PathLike) -> Path:
 
     run_dir = Path(run_dir)
     results, per_image, pair_scores = load_run(run_dir)
+    missing = [k for k in ("protocol", "inpainters", "recognizers", "metrics") if k not in results]
+    if missing:
+        raise M2FError(f"{run_dir / 'results.json'} lacks {', '.join(missing)}: not an evaluation")
     results.update(aggregate(results, per_image, pair_scores))
     atomic_write_json(run_dir / "results.json", results)
     write_summary_csv(run_dir, results)

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import os
 import platform
-import re
 import subprocess
 import time
 from collections.abc import Sequence
@@ -45,9 +45,10 @@ from m2f_bench.data import DATASETS
 from m2f_bench.data.base import FaceDataset
 from m2f_bench.errors import M2FError
 from m2f_bench.evaluation.aggregate import aggregate, coverage_bin_labels
-from m2f_bench.evaluation.protocol import Protocol, ProtocolError
+from m2f_bench.evaluation.check import check_protocol
+from m2f_bench.evaluation.protocol import Protocol
 from m2f_bench.evaluation.schema import PATHS
-from m2f_bench.evaluation.selection import assign_masks, select
+from m2f_bench.evaluation.selection import assign_masks, limit_selection, select
 from m2f_bench.faces.align import CropGeometry
 from m2f_bench.faces.pipeline import AlignerConfig
 from m2f_bench.prepare.runner import PrepareConfig, prepare
@@ -55,7 +56,6 @@ from m2f_bench.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _BATCH = 64
 _PACKAGES = (
     "numpy",
@@ -155,21 +155,18 @@ class _Evaluation:
 
     # -- stage 1 ------------------------------------------------------------------------
     def prepare(self) -> None:
-        from m2f_bench.masks import MASK_STYLES, MASK_TYPES
+        from m2f_bench.masks import MASK_TYPES
 
         spec = self.protocol.dataset
         dataset = self.dataset
         want_pairs = self.protocol.verification is not None and bool(self.protocol.recognizers)
         records, pairs = select(dataset, spec, with_pairs=want_pairs)
-        if self.limit is not None and self.limit < len(records):
-            # --limit: the first images, and only the pairs among them.
-            records = records[: self.limit]
-            kept = {r.image_id for r in records}
-            pairs = [p for p in pairs if p.a in kept and p.b in kept]
         types = self.protocol.masks.types or MASK_TYPES
-        for t in types:
-            MASK_STYLES.get(t)
+        # Masks are dealt out over the whole selection, before --limit, so an image wears
+        # the same mask whatever the limit.
         self.mask_of = assign_masks([r.image_id for r in records], types, self.protocol.masks.seed)
+        if self.limit is not None and self.limit < len(records):
+            records, pairs = limit_selection(records, pairs, self.limit, spec.seed)
         config = PrepareConfig(
             dataset=spec.name,
             dataset_root=str(dataset.root),
@@ -213,6 +210,10 @@ class _Evaluation:
             "n_dropped_pairs": self.n_dropped_pairs,
         }
         self.prepare_fingerprint = config.fingerprint()
+        if not self.ids:
+            raise M2FError(
+                f"no image could be prepared; see {prepared / 'manifest.csv'} for the reasons"
+            )
         self.timings["prepare"] = round(summary.seconds, 3)
         self.clean = _stack([self.out_dir / PATHS["crop"].format(image_id=i) for i in self.ids])
         self.masked = _stack(
@@ -234,8 +235,6 @@ class _Evaluation:
                 for i in self.ids
             ]
         )
-        if not self.ids:
-            raise M2FError("no image could be prepared; see prepared/manifest.csv")
 
     # -- stage 2 ------------------------------------------------------------------------
     def inpaint(self, build) -> dict[str, dict[str, Any]]:
@@ -260,6 +259,11 @@ class _Evaluation:
                 inpainter = build(spec)
                 if todo:
                     folder.mkdir(parents=True, exist_ok=True)
+                    if not same:
+                        # Outputs of another spec must not survive next to the new ones.
+                        marker.unlink(missing_ok=True)
+                        for old in folder.glob("*.png"):
+                            old.unlink()
                     atomic_write_json(marker, signature)
                     bar = tqdm(
                         total=len(todo),
@@ -285,6 +289,20 @@ class _Evaluation:
             )
             self.timings["inpaint"][label] = state["seconds"]
         return states
+
+    def variant_key(self, variant: str, inpainters: dict[str, dict[str, Any]]) -> str:
+        """A digest of everything a variant's images depend on, for the embedding cache.
+
+        Prepared faces (settings and mask of every image) and, for an inpainted variant,
+        the inpainter's spec: change any of them and the cached embeddings are not reused.
+        """
+        parts: dict[str, Any] = {"prepared": self.prepare_fingerprint}
+        if variant != "clean":
+            parts["masks"] = self.mask_of
+        if variant.startswith("inpainted/"):
+            parts["spec"] = inpainters[variant.split("/", 1)[1]]["spec"]
+        text = json.dumps(parts, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def outputs(self, label: str) -> np.ndarray:
         folder = self.out_dir / "inpainted" / label
@@ -323,32 +341,19 @@ def evaluate(
     Returns:
         The content of ``results.json``.
     """
-    from m2f_bench.inpainters import build_inpainter
-    from m2f_bench.recognition import EmbeddingCache, build_recognizer, cosine
+    from m2f_bench.inpainters import INPAINTERS, build_inpainter
+    from m2f_bench.recognition import RECOGNIZERS, EmbeddingCache, build_recognizer, cosine
     from m2f_bench.reporting import render_report, write_summary_csv
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    for plugin in protocol.inpainters:
-        if not _SAFE_NAME.match(plugin.label):
-            raise ProtocolError(
-                f"inpainters: name {plugin.label!r} must be letters, digits, '.', '_' or '-'"
-            )
+    check_protocol(protocol, protocol_file or protocol.name)
     metrics = _pixel_metrics(protocol.metrics)
     spec = protocol.dataset
     # The dataset first: a missing dataset is the likeliest problem and the cheapest check.
     dataset = DATASETS.get(spec.name).open(settings, spec.root, **spec.options)
-    if "id_sim" in protocol.metrics and not protocol.recognizers:
-        raise ProtocolError("metrics: id_sim needs at least one recognizer")
-    # Build the recognizers first: a missing model file should stop the run before work.
-    recognizers = {
-        r.label: build_recognizer(
-            {"type": r.type, **r.args} | _device_arg(r.args, device), settings
-        )
-        for r in protocol.recognizers
-    }
 
     run = _Evaluation(
         protocol,
@@ -361,7 +366,16 @@ def evaluate(
         progress=progress,
     )
     run.prepare()
-    inpainter_states = run.inpaint(lambda spec: build_inpainter(spec | _device_arg(spec, device)))
+    # Recognizers load their ONNX sessions only now: prepare forks worker processes, and
+    # a process should not fork while ONNX Runtime sessions are alive.
+    recognizers = {}
+    for r in protocol.recognizers:
+        spec = {"type": r.type, **r.args}
+        extra = _device_arg(RECOGNIZERS.get(r.type), r.args, device)
+        recognizers[r.label] = build_recognizer(spec | extra, settings)
+    inpainter_states = run.inpaint(
+        lambda spec: build_inpainter(spec | _device_arg(INPAINTERS.get(spec["type"]), spec, device))
+    )
     ok_labels = [label for label, s in inpainter_states.items() if s["status"] == "ok"]
 
     bins = protocol.report.coverage_bins
@@ -380,7 +394,6 @@ def evaluate(
 
     # Stage 3: embeddings of every variant, by recognizer.
     cache = EmbeddingCache(out_dir / "embeddings")
-    size = protocol.faces.size
     embeddings: dict[str, dict[str, np.ndarray]] = {}
     for rec_label, recognizer in recognizers.items():
         start = time.perf_counter()
@@ -398,7 +411,7 @@ def evaluate(
                 images = run.outputs(label)
             embeddings[rec_label][variant] = cache.get_or_compute(
                 recognizer,
-                f"{variant}-{size}",
+                f"{variant}-{run.variant_key(variant, inpainter_states)}",
                 run.ids,
                 functools.partial(_embed_ids, recognizer, run, images),
             )
@@ -415,7 +428,7 @@ def evaluate(
         table.insert(8, "error", "")
         for metric in metrics:
             table[metric.name] = metric(outputs, run.clean, run.holes)
-        for rec_label in recognizers:
+        for rec_label in recognizers if "id_sim" in protocol.metrics else ():
             emb = embeddings[rec_label]
             # float64 so that the CSV round-trips exactly and `report` reproduces the means.
             table[f"id_sim.{rec_label}"] = cosine(emb[f"inpainted/{label}"], emb["clean"]).astype(
@@ -423,7 +436,11 @@ def evaluate(
             )
         tables.append(table)
         del outputs
-    per_image = pd.concat(tables, ignore_index=True) if tables else base.iloc[0:0]
+    if not tables:  # every inpainter failed: an empty table that still has its columns
+        empty = base.iloc[0:0].copy()
+        empty.insert(6, "inpainter", pd.Series(dtype=str))
+        tables = [empty]
+    per_image = pd.concat(tables, ignore_index=True)
     run.timings["metrics"] = round(time.perf_counter() - start, 3)
     atomic_write_text(out_dir / "per_image.csv", per_image.to_csv(index=False))
 
@@ -469,9 +486,15 @@ def _embed_ids(recognizer, run: _Evaluation, images: np.ndarray, ids: list[str])
     return recognizer.embed(images[rows], run.geometry, run.landmarks[rows])
 
 
-def _device_arg(spec: dict[str, Any], device: str) -> dict[str, Any]:
-    """``device`` for plug-ins that accept it, unless the protocol sets its own."""
-    return {} if "device" in spec or device == "cpu" else {"device": device}
+def _device_arg(factory: Any, spec: dict[str, Any], device: str) -> dict[str, Any]:
+    """``device`` for plug-ins whose constructor takes it, unless the protocol sets its own."""
+    if device == "cpu" or "device" in spec:
+        return {}
+    try:
+        takes = "device" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return {"device": device} if takes else {}
 
 
 def _pair_scores(

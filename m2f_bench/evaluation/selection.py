@@ -58,6 +58,25 @@ def select(
     return records, []
 
 
+def limit_selection(
+    records: list[FaceRecord], pairs: list[Pair], limit: int, seed: int
+) -> tuple[list[FaceRecord], list[Pair]]:
+    """At most ``limit`` images: with pairs, a balanced subset of about ``limit / 2`` pairs
+    (every fold, as many matched as mismatched) and the images they use; without pairs, a
+    seeded subset of the images.
+    """
+    if not pairs:
+        order = np.random.default_rng(seed).permutation(len(records))[:limit]
+        return [records[i] for i in sorted(order)], []
+    n_pairs = max(2 * len({p.fold for p in pairs}), limit // 2)
+    chosen = _subset_pairs(pairs, n_pairs, seed)
+    while chosen and len({i for p in chosen for i in (p.a, p.b)}) > limit and n_pairs > 2:
+        n_pairs -= 2 * len({p.fold for p in pairs})
+        chosen = _subset_pairs(pairs, max(n_pairs, 2), seed)
+    used = {i for p in chosen for i in (p.a, p.b)}
+    return [r for r in records if r.image_id in used], chosen
+
+
 def assign_masks(image_ids: Sequence[str], mask_types: Sequence[str], seed: int) -> dict[str, str]:
     """One mask type per image, balanced: counts per type differ by at most one.
 

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from m2f_bench import __version__
 from m2f_bench._io import atomic_write_json, atomic_write_text, write_mask_png, write_png
 from m2f_bench.data.base import FaceRecord
-from m2f_bench.errors import BadImageError, NoFaceError
+from m2f_bench.errors import M2FError
 from m2f_bench.faces.pipeline import AlignerConfig, FaceAligner
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,14 @@ class PrepareConfig:
     seed: int = 0
 
     def fingerprint(self) -> str:
-        """Short digest of the settings and the package version."""
+        """Short digest of the settings and the package version.
+
+        Threads and device are left out: they change the speed, not the files.
+        """
         payload = asdict(self) | {"version": __version__}
+        payload["aligner"] = {
+            k: v for k, v in payload["aligner"].items() if k not in ("threads", "device")
+        }
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -131,6 +137,8 @@ class _Worker:
             return None
         if state.get("fingerprint") != self.fingerprint:
             return None
+        if state["status"] == "ok" and not set(mask_types) <= set(state.get("coverage", {})):
+            return None
         if state["status"] == "ok" and not all(
             (self.out_dir / _rel(k, record.image_id, t)).is_file()
             for t in mask_types
@@ -148,38 +156,27 @@ class _Worker:
 
         state: dict = {"fingerprint": self.fingerprint, "image_id": record.image_id}
         try:
-            image = read_image(record.path)
-            face = self.aligner.align(image)
-        except (BadImageError, NoFaceError) as exc:
-            state |= {"status": "failed", "reason": str(exc), "error": type(exc).__name__}
-        else:
-            # PNG encoding and writing release the GIL: they run in a thread while the
-            # next mask is drawn, and all of them finish before the done-marker is written.
-            writes = [
-                self._io.submit(write_png, self.out_dir / _rel("crops", record.image_id), face.crop)
-            ]
-            coverage = {}
-            for mask_type in mask_types:
-                masked = self._apply_mask(
+            face = self.aligner.align(read_image(record.path))
+            masks = [
+                self._apply_mask(
                     face.crop,
                     face.landmarks,
                     mask_type,
                     image_id=record.image_id,
                     seed=self.config.seed,
                 )
-                writes += [
-                    self._io.submit(
-                        write_png,
-                        self.out_dir / _rel("masked", record.image_id, mask_type),
-                        masked.image,
-                    ),
-                    self._io.submit(
-                        write_mask_png,
-                        self.out_dir / _rel("holes", record.image_id, mask_type),
-                        masked.hole,
-                    ),
-                ]
-                coverage[mask_type] = round(float(masked.coverage), 6)
+                for mask_type in mask_types
+            ]
+        except M2FError as exc:  # bad file, no face, landmarks a mask cannot use
+            state |= {"status": "failed", "reason": str(exc), "error": type(exc).__name__}
+        else:
+            # PNG encoding and writing release the GIL: they run in a thread, and all of
+            # them finish before the done-marker is written.
+            jobs = [(write_png, _rel("crops", record.image_id), face.crop)]
+            for m in masks:
+                jobs.append((write_png, _rel("masked", record.image_id, m.mask_type), m.image))
+                jobs.append((write_mask_png, _rel("holes", record.image_id, m.mask_type), m.hole))
+            writes = [self._io.submit(fn, self.out_dir / rel, data) for fn, rel, data in jobs]
             for write in writes:
                 write.result()  # re-raises a failed write
             state |= {
@@ -191,7 +188,7 @@ class _Worker:
                 "keypoints": np.round(face.keypoints, 3).tolist(),
                 "matrix": np.round(face.matrix, 8).tolist(),
                 "landmarks": np.round(face.landmarks, 3).tolist(),
-                "coverage": coverage,
+                "coverage": {m.mask_type: round(float(m.coverage), 6) for m in masks},
             }
         # Written last: its presence marks the image as done.
         atomic_write_json(self.out_dir / _rel("landmarks", record.image_id), state, indent=None)
