@@ -23,7 +23,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -123,6 +123,9 @@ class _Worker:
         self._aligner: FaceAligner | None = None
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-io")
 
+    def _write(self, fn, rel: str, data: np.ndarray) -> Future:
+        return self._io.submit(fn, self.out_dir / rel, data)
+
     @property
     def aligner(self) -> FaceAligner:
         if self._aligner is None:  # built on first use, inside the worker process
@@ -155,30 +158,31 @@ class _Worker:
         from m2f_bench._io import read_image
 
         state: dict = {"fingerprint": self.fingerprint, "image_id": record.image_id}
+        # PNG encoding and writing release the GIL: they run in a thread while the next
+        # mask is drawn, and all of them finish before the done-marker is written.
+        writes: list[Future] = []
+        masks = []
         try:
             face = self.aligner.align(read_image(record.path))
-            masks = [
-                self._apply_mask(
+            writes.append(self._write(write_png, _rel("crops", record.image_id), face.crop))
+            for mask_type in mask_types:
+                m = self._apply_mask(
                     face.crop,
                     face.landmarks,
                     mask_type,
                     image_id=record.image_id,
                     seed=self.config.seed,
                 )
-                for mask_type in mask_types
-            ]
+                masks.append(m)
+                writes.append(
+                    self._write(write_png, _rel("masked", record.image_id, mask_type), m.image)
+                )
+                writes.append(
+                    self._write(write_mask_png, _rel("holes", record.image_id, mask_type), m.hole)
+                )
         except M2FError as exc:  # bad file, no face, landmarks a mask cannot use
             state |= {"status": "failed", "reason": str(exc), "error": type(exc).__name__}
         else:
-            # PNG encoding and writing release the GIL: they run in a thread, and all of
-            # them finish before the done-marker is written.
-            jobs = [(write_png, _rel("crops", record.image_id), face.crop)]
-            for m in masks:
-                jobs.append((write_png, _rel("masked", record.image_id, m.mask_type), m.image))
-                jobs.append((write_mask_png, _rel("holes", record.image_id, m.mask_type), m.hole))
-            writes = [self._io.submit(fn, self.out_dir / rel, data) for fn, rel, data in jobs]
-            for write in writes:
-                write.result()  # re-raises a failed write
             state |= {
                 "status": "ok",
                 "reason": "",
@@ -190,6 +194,8 @@ class _Worker:
                 "landmarks": np.round(face.landmarks, 3).tolist(),
                 "coverage": {m.mask_type: round(float(m.coverage), 6) for m in masks},
             }
+        for write in writes:
+            write.result()  # re-raises a failed write
         # Written last: its presence marks the image as done.
         atomic_write_json(self.out_dir / _rel("landmarks", record.image_id), state, indent=None)
         return state, False
