@@ -32,7 +32,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from m2f_bench import __version__
-from m2f_bench._io import atomic_write_json, atomic_write_text, write_mask_png, write_png
+from m2f_bench._io import (
+    atomic_write_json,
+    atomic_write_text,
+    read_image,
+    write_mask_png,
+    write_png,
+)
 from m2f_bench.data.base import FaceRecord
 from m2f_bench.errors import M2FError
 from m2f_bench.faces.pipeline import AlignerConfig, FaceAligner
@@ -155,8 +161,6 @@ class _Worker:
         done = self.load_done(record, mask_types)
         if done is not None:
             return done, True
-        from m2f_bench._io import read_image
-
         state: dict = {"fingerprint": self.fingerprint, "image_id": record.image_id}
         # PNG encoding and writing release the GIL: they run in a thread while the next
         # mask is drawn, and all of them finish before the done-marker is written.
