@@ -215,3 +215,15 @@ def test_validate_accepts_shipped_protocols_and_rejects_bad_ones(tmp_path):
     bad.write_text("version: 1\nname: x\ndataset: {name: lfw}\ninpainters: [{type: telea}]\n")
     result = _run("validate", bad)
     assert result.exit_code == 2 and "inpainters.0" in result.stderr and "telea" in result.stderr
+
+
+def test_worker_processes_give_the_same_files_as_one_process(homes):
+    one, two = homes / "one", homes / "two"
+    base = ("prepare", "demo", "--no-progress", "--mask-types", "kn95,cloth")
+    assert _run(*base, "--out", one, "--workers", "1").exit_code == 0
+    result = _run(*base, "--out", two, "--workers", "2")
+    assert result.exit_code == 0, result.output
+    first = pd.read_csv(one / "manifest.csv", keep_default_na=False)
+    assert first.equals(pd.read_csv(two / "manifest.csv", keep_default_na=False))
+    for path in first.masked_path:
+        assert (one / path).read_bytes() == (two / path).read_bytes()
