@@ -94,6 +94,10 @@ def test_check_protocol_finds_bad_names_and_arguments():
         check_protocol(parse_protocol(_with(inpainters=[{"type": "opencv-telea", "radus": 2}])))
     with pytest.raises(ProtocolError, match=r"recognizers\.0: .*no argument 'modle'"):
         check_protocol(parse_protocol(_with(recognizers=[{"type": "arcface-onnx", "modle": "x"}])))
+    with pytest.raises(ProtocolError, match=r"dataset\.options: .*no argument 'pairs_per_folds'"):
+        check_protocol(
+            parse_protocol(_with(dataset={"name": "folder", "options": {"pairs_per_folds": 3}}))
+        )
     with pytest.raises(ProtocolError, match=r"masks\.types\.0: unknown mask type"):
         check_protocol(parse_protocol(_with(masks={"types": ["surgicl_blue"]})))
     with pytest.raises(ProtocolError, match=r"metrics\.0: id_sim needs a recognizer"):

@@ -28,6 +28,17 @@ def check_protocol(protocol: Protocol, source: str = "<protocol>") -> None:
             raise ProtocolError(f"{source}: {path}: {exc}") from None
 
     at("dataset.name", lambda: DATASETS.get(protocol.dataset.name))
+    # Options are the dataset class's constructor arguments; a wrong one must not surface
+    # as a TypeError when the dataset is opened.
+    at(
+        "dataset.options",
+        lambda: check_arguments(
+            f"dataset {protocol.dataset.name!r}",
+            DATASETS.get(protocol.dataset.name),
+            protocol.dataset.options,
+            supplied=("root",),
+        ),
+    )
     for i, name in enumerate(protocol.masks.types or ()):
         at(f"masks.types.{i}", lambda name=name: MASK_STYLES.get(name))
     for i, plugin in enumerate(protocol.inpainters):

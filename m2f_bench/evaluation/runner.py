@@ -231,7 +231,11 @@ class _Evaluation:
         )
         self.landmarks = np.stack(
             [
-                np.asarray(json.loads((prepared / f"landmarks/{i}.json").read_text())["landmarks"])
+                np.asarray(
+                    json.loads((self.out_dir / PATHS["landmarks"].format(image_id=i)).read_text())[
+                        "landmarks"
+                    ]
+                )
                 for i in self.ids
             ]
         )
@@ -526,18 +530,11 @@ def _pair_scores(
         "identity_a": [identity[k] for k in a],
         "same": [p.same for p in run.pairs],
     }
-    # Scenario X-Y scores the first image of each pair as X against the second as Y.
-    sides = {
-        "clean-clean": ("clean", "clean"),
-        "masked-clean": ("masked", "clean"),
-        "masked-masked": ("masked", "masked"),
-        "inpainted-clean": ("inpainted", "clean"),
-        "inpainted-inpainted": ("inpainted", "inpainted"),
-    }
     frames = []
     for rec_label, emb in embeddings.items():
         for scenario in protocol.verification.scenarios:
-            left, right = sides[scenario]
+            # Scenario X-Y scores the first image of each pair as X, the second as Y.
+            left, right = scenario.split("-")
             targets = labels if "inpainted" in (left, right) else [""]
             for label in targets:
                 first = emb[f"inpainted/{label}"] if left == "inpainted" else emb[left]

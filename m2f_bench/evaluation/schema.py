@@ -5,11 +5,15 @@ Shared by the runner that writes an evaluation and the reports that read it.
 
 from __future__ import annotations
 
-#: Where the evaluation keeps its images, relative to its folder.
+from m2f_bench.prepare.layout import LAYOUT
+
+#: Where the evaluation keeps its images, relative to its folder: the prepared faces in
+#: ``prepared/`` (laid out by :mod:`m2f_bench.prepare.layout`), then each inpainter's output.
 PATHS = {
-    "crop": "prepared/crops/{image_id}.png",
-    "masked": "prepared/masked/{mask_type}/{image_id}.png",
-    "hole": "prepared/holes/{mask_type}/{image_id}.png",
+    "crop": "prepared/" + LAYOUT["crops"],
+    "masked": "prepared/" + LAYOUT["masked"],
+    "hole": "prepared/" + LAYOUT["holes"],
+    "landmarks": "prepared/" + LAYOUT["landmarks"],
     "inpainted": "inpainted/{inpainter}/{image_id}.png",
 }
 

@@ -42,6 +42,7 @@ from m2f_bench._io import (
 from m2f_bench.data.base import FaceRecord
 from m2f_bench.errors import M2FError
 from m2f_bench.faces.pipeline import AlignerConfig, FaceAligner
+from m2f_bench.prepare.layout import prepared_path as _rel
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +108,6 @@ class PrepareSummary:
     def images_per_second(self) -> float:
         done = self.n_images - self.n_reused
         return done / self.seconds if self.seconds > 0 else float("nan")
-
-
-def _rel(kind: str, image_id: str, mask_type: str | None = None) -> str:
-    if mask_type is None:
-        suffix = "json" if kind == "landmarks" else "png"
-        return f"{kind}/{image_id}.{suffix}"
-    return f"{kind}/{mask_type}/{image_id}.png"
 
 
 class _Worker:
