@@ -206,7 +206,8 @@ class _Evaluation:
             "split": spec.split,
             "n_images": len(records),
             "n_pairs": len(pairs),
-            "n_failed_images": summary.n_failed,
+            # Images with no usable face, or whose one mask could not be drawn.
+            "n_failed_images": len(records) - len(self.ids),
             "n_dropped_pairs": self.n_dropped_pairs,
         }
         self.prepare_fingerprint = config.fingerprint()

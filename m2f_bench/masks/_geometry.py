@@ -17,8 +17,6 @@ from m2f_bench.errors import M2FError
 
 #: Lower eyelids, from the left eye's outer corner to the right eye's outer corner.
 _EYE_FLOOR = [36, 41, 40, 39, 42, 47, 46, 45]
-#: Clearance kept between the lower eyelids and the mask's top edge.
-_EYE_MARGIN = 0.05
 #: How much of the chin drop each jaw point 2…14 takes: all at the chin, none at 2 and 14.
 _HANG = np.clip(1.0 - np.abs(np.arange(2, 15) - 8) / 6.0, 0.0, 1.0) ** 1.5
 
@@ -34,8 +32,13 @@ def check_landmarks(landmarks: np.ndarray) -> np.ndarray:
         raise M2FError(f"expected 68×2 dlib landmarks, got an array of shape {points.shape}")
     if not np.isfinite(points).all():
         raise M2FError("landmarks contain NaN or infinite values")
-    if np.hypot(*(points[8] - points[27])) < 2.0:
+    height = np.hypot(*(points[8] - points[27]))
+    if height < 2.0:
         raise M2FError("landmarks are degenerate: eyes and chin less than 2 px apart")
+    down = (points[8] - points[27]) / height
+    across = points[:17] @ np.array([down[1], -down[0]])
+    if np.ptp(across) < 0.25 * height:
+        raise M2FError("landmarks are degenerate: the jaw line has collapsed to a line")
     return points
 
 
@@ -84,16 +87,21 @@ class ShapeParams:
     """The few numbers that tell one mask cut from another, in face units.
 
     Attributes:
-        bridge: Where the top sits on the nose, 0 at landmark 28, 1 at landmark 29.
-        sag: How far the top edge dips below the straight corner-to-bridge line;
+        top: Height of the top edge on the nose ridge, down from landmark 27 (between the
+            eyes): about 0.08 sits just under the eyes, covering the whole nose bridge;
+            0.2 is mid-nose (landmark 29).
+        cheek: Clearance between the lower eyelids and the top edge over the cheeks.
+        sag: How far the top edge dips towards the corners below the line under the eyes;
             negative arches it up, as on a moulded cup.
-        spread: How far the sides and jaw line stand off the face.
-        chin: How far the mask reaches below the chin, as a fraction of nose tip to chin.
-        corner: Where the top corners sit between jaw points 1 (0) and 2 (1).
+        spread: How far the sides and jaw line stand off the face, wrapping round the
+            cheeks (scaled down on the far side of a turned head).
+        chin: How far the mask hangs below the chin.
+        corner: Height of the top corners at the face's edge (down from landmark 27).
         smooth: Rounds of corner cutting; 0 keeps sharp corners.
     """
 
-    bridge: float
+    top: float
+    cheek: float
     sag: float
     spread: float
     chin: float
@@ -198,6 +206,37 @@ def _increasing(curve: np.ndarray) -> np.ndarray:
     return np.stack([np.maximum.accumulate(curve[:, 0]), curve[:, 1]], axis=1)
 
 
+def _unit(vectors: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Rows of ``vectors`` scaled to length 1; ``fallback`` rows where one has no length.
+
+    Landmarks of a turned or badly fitted face can coincide (a jaw point on the nose tip),
+    and a zero-length direction must not become NaN.
+    """
+    length = np.hypot(vectors[:, 0], vectors[:, 1])[:, None]
+    ok = length > 1e-6
+    return np.where(
+        ok, vectors / np.where(ok, length, 1.0), np.broadcast_to(fallback, vectors.shape)
+    )
+
+
+def _edge_at(points: np.ndarray, down: float) -> float:
+    """``across`` of a polyline running down the face's edge, at height ``down``."""
+    return float(np.interp(down, np.maximum.accumulate(points[:, 1]), points[:, 0]))
+
+
+def side_widths(face: np.ndarray) -> tuple[float, float]:
+    """Relative width of the left and right half of the face (1 each on a frontal face).
+
+    A turned head shows its far side foreshortened: the cheek contour moves towards the
+    nose tip. The width is measured from the nose tip to the contour at cheek height.
+    """
+    nose = face[30, 0]
+    left = nose - face[1:4, 0].mean()
+    right = face[13:16, 0].mean() - nose
+    mean = max(0.5 * (abs(left) + abs(right)), 1e-3)
+    return float(np.clip(left / mean, 0.15, 1.5)), float(np.clip(right / mean, 0.15, 1.5))
+
+
 def outline(
     points: np.ndarray, params: ShapeParams, loop_reach: float, straps: bool = False
 ) -> MaskShape:
@@ -208,39 +247,70 @@ def outline(
         params: The cut of this mask.
         loop_reach: How far ear loops or straps reach out past the corners (0: none).
         straps: Head straps (two a side, as on an N95) instead of ear loops.
+
+    Raises:
+        M2FError: The landmarks give no usable outline (it would be degenerate).
     """
     frame = FaceFrame.from_landmarks(points)
     face = frame.to_face(points)
+    narrow = side_widths(face)
+    nose = face[31:36, 0]
 
-    top = face[28] + params.bridge * (face[29] - face[28])
-    chin_drop = params.chin * np.hypot(*(face[8] - face[30]))
-    bottom = face[8] + (0.0, chin_drop)
+    ridge = face[27:31]
+    top = np.array([_edge_at(ridge, params.top), params.top])
+    bottom = face[8] + (0.0, params.chin)
 
-    # The jaw line 2…14, standing off the face and, near the chin, hanging below it.
-    jaw = face[2:15]
-    radial = jaw - face[30]
-    radial /= np.hypot(*radial.T)[:, None]
-    jaw = jaw + params.spread * radial
-    jaw[:, 1] += chin_drop * _HANG
+    # The jaw line 2…14, standing off the face along its outward normal and, near the
+    # chin, hanging below it; on a turned head the far side stands off less.
+    jaw = face[2:15].copy()
+    tangent = np.gradient(jaw, axis=0)
+    centre = np.array([face[30, 0], 0.5 * (face[30, 1] + face[8, 1])])
+    down = np.array([0.0, 1.0])
+    radial = _unit(jaw - centre, down)
+    normal = _unit(np.stack([-tangent[:, 1], tangent[:, 0]], axis=1), radial)
+    out = _unit(normal + radial, radial)
+    side = np.where(np.arange(13) < 6, narrow[0], narrow[1])
+    jaw += (params.spread * (_HANG + (1 - _HANG) * side))[:, None] * out
+    jaw[:, 1] += params.chin * _HANG
+    # However far the head turns, the mask covers the nose: its sides stay outside it.
+    jaw[:4, 0] = np.minimum(jaw[:4, 0], nose.min() - 0.04)
+    jaw[-4:, 0] = np.maximum(jaw[-4:, 0], nose.max() + 0.04)
 
-    left = face[1] + params.corner * (face[2] - face[1]) - (params.spread, 0.0)
-    right = face[15] + params.corner * (face[14] - face[15]) + (params.spread, 0.0)
-    # The dip sits nearer the nose: a mask drops off the nose bridge onto the cheek.
-    dip = (0.0, 2.0 * params.sag)
+    # The top corners sit on the face's edge, wrapped a little round the cheeks.
+    left = np.array([_edge_at(face[0:5], params.corner), params.corner])
+    right = np.array([_edge_at(face[16:11:-1], params.corner), params.corner])
+    left[0] = min(left[0] - params.spread * narrow[0], nose.min() - 0.06)
+    right[0] = max(right[0] + params.spread * narrow[1], nose.max() + 0.06)
+
+    # The top edge runs from the nose bridge under the eyes and drops to the corners; the
+    # sag pulls it down over the cheeks.
+    eyes = face[_EYE_FLOOR]
+    eyes = eyes[np.argsort(eyes[:, 0])]
+    under_left = np.array([face[36:42, 0].mean(), face[40:42, 1].max() + params.cheek])
+    under_right = np.array([face[42:48, 0].mean(), face[46:48, 1].max() + params.cheek])
+    dip = np.array([0.0, params.sag])
+
+    def through(start: np.ndarray, via: np.ndarray, end: np.ndarray) -> np.ndarray:
+        # The quadratic Bézier that passes through ``via`` half-way.
+        return _bezier(start, 2 * via - 0.5 * (start + end), end, 9)
+
     top_edge = np.concatenate(
-        [
-            _bezier(left, left + 0.6 * (top - left) + dip, top, 9),
-            _bezier(top, right + 0.6 * (top - right) + dip, right, 9)[1:],
-        ]
+        [through(left, under_left + dip, top), through(top, under_right + dip, right)[1:]]
     )
     poly = _chaikin(np.concatenate([top_edge, jaw[::-1]]), params.smooth)
 
-    # Never over the eyes: points under the lower eyelids stay below the clearance line.
-    eyes = face[_EYE_FLOOR]
-    eyes = eyes[np.argsort(eyes[:, 0])]
+    # Never over the eyes: points under the lower eyelids stay below the clearance line,
+    # which keeps at least 3.5 px for the soft edge at small crop sizes.
+    clearance = max(params.cheek, 3.5 / frame.h)
     for curve in (poly, top_edge):
-        floor = np.interp(curve[:, 0], eyes[:, 0], eyes[:, 1] + _EYE_MARGIN, -np.inf, -np.inf)
+        floor = np.interp(curve[:, 0], eyes[:, 0], eyes[:, 1] + clearance, -np.inf, -np.inf)
         curve[:, 1] = np.maximum(curve[:, 1], floor)
+    top[1] = max(top[1], float(np.interp(top[0], eyes[:, 0], eyes[:, 1] + clearance)))
+
+    x, y = poly[:, 0], poly[:, 1]
+    area = 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+    if not (np.isfinite(poly).all() and area > 0.02):
+        raise M2FError(f"the landmarks give a degenerate mask outline (area {area:.3g})")
 
     loops: list[np.ndarray] = []
     sides = ((left, jaw[1], -1.0), (right, jaw[11], 1.0)) if loop_reach > 0 else ()

@@ -26,6 +26,7 @@ _SURGICAL_RGB = {
     "white": (0.93, 0.94, 0.95),
     "blue": (0.45, 0.72, 0.88),
     "green": (0.36, 0.66, 0.58),
+    "black": (0.1, 0.1, 0.11),
 }
 
 
@@ -108,10 +109,16 @@ def _tint(intensity: np.ndarray, rgb: tuple[float, float, float] | np.ndarray) -
 
 def surgical(rng: np.random.Generator, colour: str, width: int, height: int) -> np.ndarray:
     """Pleated surgical fabric of one colour family, hue and brightness jittered."""
-    texture = _photo(colour, width, height)
+    # Black masks are dyed white ones: the white photo's pleats, darkened.
+    texture = _photo("white" if colour == "black" else colour, width, height)
     if texture is None:
         texture = _procedural_pleats(rng, _SURGICAL_RGB[colour], width, height)
-    if colour == "white":
+    elif colour == "black":
+        # Squared contrast: on dark fabric the pleats would otherwise vanish.
+        texture = np.float32(0.11) * (texture * np.float32(1 / 0.93)) ** 2
+    if colour == "black":
+        matrix = colour_matrix(rng.uniform(-30, 30), rng.uniform(0.0, 3.0), rng.uniform(0.8, 1.6))
+    elif colour == "white":
         # White masks vary in brightness and a faint tint, not in hue.
         matrix = colour_matrix(rng.uniform(-40, 40), rng.uniform(0.0, 2.0), rng.uniform(0.88, 1.0))
     else:
@@ -147,13 +154,29 @@ def nonwoven(
     return _tint(_mottle(rng, width, height) + fibres, rgb)
 
 
+def knit(
+    rng: np.random.Generator, rgb: tuple[float, float, float] | np.ndarray, width: int, height: int
+) -> np.ndarray:
+    """Stretch jersey or neoprene of a fitted mask: a fine rib running down, soft mottling."""
+    xx = np.arange(width, dtype=np.float32)[None, :] / width
+    rib = 0.025 * np.sin(2 * np.pi * xx * rng.uniform(45, 70) + rng.uniform(0, 2 * np.pi))
+    fibres = 0.04 * smooth_noise(rng, width, height, 40)
+    return _tint(_mottle(rng, width, height) + fibres + rib, rgb)
+
+
+#: Dark fabrics, by weight: black dominates, as in photos of people wearing masks.
+DARK_RGB = {(0.06, 0.06, 0.07): 5, (0.08, 0.1, 0.2): 2.5, (0.22, 0.22, 0.24): 2.5}
+
+
 def cloth(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """A printed or woven cloth: stripes, checks, dots, camouflage or plain, with weave."""
     kind = ("stripes", "checks", "dots", "camouflage", "plain")[rng.integers(5)]
     # Pattern coordinates in units of the texture width, as a row and a column.
     xx = np.arange(width, dtype=np.float32)[None, :] / width
     yy = np.arange(height, dtype=np.float32)[:, None] / width
-    base = random_colour(rng)
+    # A third of cloth masks are dark: black, navy or charcoal, patterned or plain.
+    dark = rng.random() < 0.35
+    base = random_colour(rng, (0.05, 0.25)) if dark else random_colour(rng)
     if kind == "stripes":
         angle = np.deg2rad((0.0, 90.0, 45.0, -45.0)[rng.integers(4)] + rng.uniform(-5, 5))
         phase = (xx * np.sin(angle) + yy * np.cos(angle)) * rng.uniform(5, 14)

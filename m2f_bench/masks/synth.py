@@ -28,9 +28,11 @@ MASK_TYPES: tuple[str, ...] = (
     "surgical_white",
     "surgical_blue",
     "surgical_green",
+    "surgical_black",
     "n95",
     "kn95",
     "cloth",
+    "fitted",
 )
 
 #: Fixed-point bits for OpenCV drawing, so that outlines land between pixels.
@@ -38,6 +40,10 @@ _SHIFT = 4
 #: Fabric coordinates and shading are computed on a grid this many samples per face unit
 #: and interpolated: they are smooth, and per pixel they would cost more than the rest.
 _COARSE = 32
+#: Edge softness and contact-shadow spread, as Gaussian σ in face units (at least 0.45 px
+#: and 1 px).
+_FEATHER = 0.006
+_SHADOW = 0.025
 
 
 @dataclass(frozen=True)
@@ -188,12 +194,19 @@ class MaskStyle:
         loop_width: Width of the loops, in face units.
         straps: Head straps instead of ear loops.
         roundness: Strength of the cylindrical darkening towards the sides.
+        wrap: Extra darkening where the fabric turns round the cheeks, at the sides.
+        creases: Least and most number of soft creases in the fabric.
+        gloss: Range of the specular highlight over the nose ridge, added to the colour
+            (it is what shows a dark mask's shape).
     """
 
     loop_reach = 0.22
     loop_width = 0.015
     straps = False
     roundness = 0.3
+    wrap = 0.25
+    creases: tuple[int, int] = (1, 3)
+    gloss: tuple[float, float] = (0.02, 0.05)
 
     def shape(self, rng: np.random.Generator) -> ShapeParams:
         """This mask's cut."""
@@ -225,7 +238,10 @@ def _fabric(
     v0, v1 = rng.uniform(0, 0.08) * rows, rows * (1 - rng.uniform(0, 0.08))
     if rng.random() < 0.5:
         u0, u1 = u1, u0
-    map_x = (u0 + 0.5 * (u1 - u0)) + (0.5 * (u1 - u0)) * across
+    # The fabric wraps round the face like a cylinder seen from the front: a pixel's
+    # ``across`` is the sine of the angle round it, so patterns crowd towards the sides.
+    curved = np.arcsin(np.clip(across, -0.995, 0.995)) * (2 / np.pi)
+    map_x = (u0 + 0.5 * (u1 - u0)) + (0.5 * (u1 - u0)) * curved
     map_y = v0 + (v1 - v0) * down
     looked_up = cv2.remap(
         np.ascontiguousarray(texture, np.float32),
@@ -242,10 +258,10 @@ def _shading(
     ys: np.ndarray,
     across: np.ndarray,
     down: np.ndarray,
+    shape: MaskShape,
     points: np.ndarray,
     style: MaskStyle,
     rng: np.random.Generator,
-    unit: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Brightness of the curved mask, and where it shines.
 
@@ -254,24 +270,52 @@ def _shading(
         ys: Pixel rows.
         across: Fabric coordinate across the mask there (-1 … 1).
         down: Fabric coordinate down the mask there (0 … 1).
+        shape: The mask's outline.
         points: 68×2 landmarks in crop pixels.
         style: The mask style.
         rng: The mask's random stream.
-        unit: Crop pixels per face unit.
 
     Returns:
-        The brightness factor (darker to the sides and under the jaw, lighter over the
-        nose), and the sheen: a soft spot where the mask stands out most, over the nose.
+        The brightness factor — darker towards and round the cheeks, under the jaw and
+        along creases, lighter along the nose ridge — and the sheen: where the fabric
+        stands out most and catches the light, along the ridge and over the nose tip.
     """
+    unit = shape.frame.h
     light = rng.uniform(-0.3, 0.3)
+    side = np.abs(across)
     shade = 1.0 - style.roundness * np.minimum(np.abs(across - light), 1.3) ** 2
+    shade *= 1.0 - style.wrap * _smoothstep(0.65, 1.05, side)
     shade = shade * style.side_shading(rng, across)
     # The part below the jaw line turns away, under the chin and out of the light.
     shade *= 1.0 - rng.uniform(0.15, 0.3) * _smoothstep(0.6, 1.1, down)
+    # A contact shadow where the fabric meets the skin along its top edge.
+    shade *= 1.0 - rng.uniform(0.08, 0.18) * (1.0 - _smoothstep(0.0, 0.07, down))
+
+    # Soft creases that run from the ear loops towards the middle, bending with the face.
+    gain = np.ones_like(shade)
+    for _ in range(int(rng.integers(style.creases[0], style.creases[1] + 1))):
+        level, bend = rng.uniform(0.25, 0.85), rng.uniform(-0.2, 0.2)
+        width, depth = rng.uniform(0.025, 0.05), rng.uniform(0.06, 0.16)
+        sign = (-1.0, 1.0, 0.0)[rng.integers(3)]
+        reach = _smoothstep(0.1, 0.7, sign * across) if sign else _smoothstep(0.2, 0.8, side)
+        offset = (down - level - bend * across * across) / width
+        fold = np.exp(-(offset**2)) - 0.5 * np.exp(-((offset + 1.2) ** 2))
+        gain *= 1.0 - depth * reach * fold
+    shade *= gain
+
+    # The nose ridge: a lit strip from the top edge down to the nose tip, and a spot on it.
+    tip_across, tip_down = shape.fabric_coords(points[30, 0], points[30, 1])
+    ridge_width = rng.uniform(0.12, 0.22)
+    tip_reach = float(np.clip(tip_down, 0.1, 0.6)) + 0.1
+    ridge = np.exp(
+        -(((across - tip_across * _smoothstep(0.0, tip_reach, down)) / ridge_width) ** 2)
+    )
+    ridge *= _smoothstep(-0.02, 0.05, down) * (1.0 - _smoothstep(tip_reach, tip_reach + 0.3, down))
     nose = points[30]
     spread = 2 * (0.3 * unit) ** 2
-    sheen = np.exp(-((xs - nose[0]) ** 2) / spread) * np.exp(-((ys - nose[1]) ** 2) / spread)
-    return shade * (1.0 + rng.uniform(0.03, 0.08) * sheen), sheen
+    spot = np.exp(-((xs - nose[0]) ** 2) / spread) * np.exp(-((ys - nose[1]) ** 2) / spread)
+    sheen = np.maximum(ridge, spot)
+    return shade * (1.0 + rng.uniform(0.04, 0.1) * sheen), sheen
 
 
 def _scene_light(window: np.ndarray, under: np.ndarray) -> np.ndarray:
@@ -301,7 +345,9 @@ def render(
 
     # Everything is drawn in the window around the mask and its loops, not the whole crop.
     extent = np.concatenate([shape.outline, *shape.loops])
-    pad = 2 + style.loop_width * shape.frame.h
+    feather = max(0.45, _FEATHER * shape.frame.h)
+    shadow_sigma = max(1.0, _SHADOW * shape.frame.h)
+    pad = 2 + style.loop_width * shape.frame.h + 3 * max(feather, shadow_sigma)
     (left, top), (right, bottom) = extent.min(0) - pad, extent.max(0) + pad + 1
     x0, y0 = min(max(int(left), 0), cols), min(max(int(top), 0), rows)
     x1, y1 = min(max(int(right), 0), cols), min(max(int(bottom), 0), rows)
@@ -311,12 +357,15 @@ def render(
     canvas = Canvas(int(x0), int(y0), int(x1 - x0), int(y1 - y0), shape)
     window = np.ascontiguousarray(crop[y0:y1, x0:x1])
 
-    body = canvas.fill(shape.outline)
+    # Soft edges: the anti-aliased polygon, feathered by a fraction of a pixel more.
+    body = cv2.GaussianBlur(canvas.fill(shape.outline), (0, 0), feather)
     # Fabric coordinates and shading are smooth: computed on a coarse grid and spread over
     # the window by one linear resize.
     xs, ys = canvas.coarse_grid()
     across, down = shape.fabric_coords(xs, ys)
-    shade, sheen = _shading(xs, ys, across, down, points, style, rng, canvas.unit)
+    shade, sheen = _shading(xs, ys, across, down, shape, points, style, rng)
+    # Drawn before the fabric, whose draws vary with the texture source: the hole must not.
+    shadow_strength = rng.uniform(0.25, 0.5)
     fields = np.dstack([across, down, shade, sheen]).astype(np.float32)
     fields = cv2.resize(fields, (canvas.width, canvas.height), interpolation=cv2.INTER_LINEAR)
     across, down, shade, sheen = cv2.split(fields)
@@ -325,7 +374,11 @@ def render(
     canvas.colour = _fabric(fabric, across, down, rng)
     style.finish(canvas, points, rng)
     # A dark fabric shows its shape by its sheen more than by its shading.
-    colour = canvas.colour * (shade * canvas.gain) + rng.uniform(0.02, 0.06) * sheen
+    colour = canvas.colour * (shade * canvas.gain) + rng.uniform(*style.gloss) * sheen
+    # The mask's contact shadow on the skin beside and below it (lit from above, so not
+    # above its top edge).
+    shadow = np.clip(cv2.GaussianBlur(body, (0, 0), shadow_sigma) - body, 0.0, 1.0)
+    shadow *= shadow_strength * _smoothstep(0.3, 0.7, down)
 
     alpha = body
     if shape.loops:
@@ -340,14 +393,16 @@ def render(
     light = _scene_light(window, body) * (1.0 + rng.uniform(0.015, 0.035) * grain)
     colour = np.clip(colour * light, 0.0, 1.0)
 
-    # Quantize the alpha first, so that the hole is exactly where any of it remains; where
-    # it is zero the blend below gives back the input exactly.
+    # Quantize the alpha and the shadow first, so that the hole is exactly where any of
+    # either remains; where both are zero the blend below gives back the input exactly.
     level = np.round(alpha * 255)
-    a = level * (1 / 255)
+    dark = np.round(shadow * (1 - level / 255) * 255)
+    a, s = level * (1 / 255), dark * (1 / 255)
     under = window.transpose(2, 0, 1).astype(np.float32)
-    blended = np.round(under + a * (colour * 255 - under)).astype(np.uint8)
+    skin = under * (1 - s)
+    blended = np.round(skin + a * (colour * 255 - skin)).astype(np.uint8)
     image[y0:y1, x0:x1] = cv2.merge(list(blended))
-    hole[y0:y1, x0:x1] = level > 0
+    hole[y0:y1, x0:x1] = (level > 0) | (dark > 0)
     return image, hole
 
 

@@ -40,7 +40,6 @@ from m2f_bench._io import (
     write_png,
 )
 from m2f_bench.data.base import FaceRecord
-from m2f_bench.errors import M2FError
 from m2f_bench.faces.pipeline import AlignerConfig, FaceAligner
 from m2f_bench.prepare.layout import prepared_path as _rel
 
@@ -103,6 +102,8 @@ class PrepareSummary:
     seconds: float
     coverage: dict[str, dict[str, float]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
+    mask_failures: dict[str, int] = field(default_factory=dict)
+    n_pending: int = 0
 
     @property
     def images_per_second(self) -> float:
@@ -123,6 +124,9 @@ class _Worker:
         self._aligner: FaceAligner | None = None
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-io")
 
+    def close(self) -> None:
+        self._io.shutdown()
+
     def _write(self, fn, rel: str, data: np.ndarray) -> Future:
         return self._io.submit(fn, self.out_dir / rel, data)
 
@@ -140,11 +144,15 @@ class _Worker:
             return None
         if state.get("fingerprint") != self.fingerprint:
             return None
-        if state["status"] == "ok" and not set(mask_types) <= set(state.get("coverage", {})):
+        if state.get("status") != "ok":
+            return state if state.get("status") == "failed" else None
+        rendered = set(state.get("coverage", {}))
+        # A mask type that failed on this face fails the same way again: it counts as done.
+        if not set(mask_types) <= rendered | set(state.get("mask_failures", {})):
             return None
-        if state["status"] == "ok" and not all(
+        if not all(
             (self.out_dir / _rel(k, record.image_id, t)).is_file()
-            for t in mask_types
+            for t in set(mask_types) & rendered
             for k in ("masked", "holes")
         ):
             return None
@@ -160,17 +168,25 @@ class _Worker:
         # mask is drawn, and all of them finish before the done-marker is written.
         writes: list[Future] = []
         masks = []
+        mask_failures: dict[str, str] = {}
         try:
             face = self.aligner.align(read_image(record.path))
             writes.append(self._write(write_png, _rel("crops", record.image_id), face.crop))
+        except Exception as exc:  # any photo the pipeline cannot take is one failed row
+            state |= _failure(exc)
+        else:
             for mask_type in mask_types:
-                m = self._apply_mask(
-                    face.crop,
-                    face.landmarks,
-                    mask_type,
-                    image_id=record.image_id,
-                    seed=self.config.seed,
-                )
+                try:
+                    m = self._apply_mask(
+                        face.crop,
+                        face.landmarks,
+                        mask_type,
+                        image_id=record.image_id,
+                        seed=self.config.seed,
+                    )
+                except Exception as exc:  # one mask type failing keeps the others
+                    mask_failures[mask_type] = _reason(exc)
+                    continue
                 masks.append(m)
                 writes.append(
                     self._write(write_png, _rel("masked", record.image_id, mask_type), m.image)
@@ -178,9 +194,6 @@ class _Worker:
                 writes.append(
                     self._write(write_mask_png, _rel("holes", record.image_id, mask_type), m.hole)
                 )
-        except M2FError as exc:  # bad file, no face, landmarks a mask cannot use
-            state |= {"status": "failed", "reason": str(exc), "error": type(exc).__name__}
-        else:
             state |= {
                 "status": "ok",
                 "reason": "",
@@ -191,12 +204,27 @@ class _Worker:
                 "matrix": np.round(face.matrix, 8).tolist(),
                 "landmarks": np.round(face.landmarks, 3).tolist(),
                 "coverage": {m.mask_type: round(float(m.coverage), 6) for m in masks},
+                "mask_failures": mask_failures,
             }
-        for write in writes:
-            write.result()  # re-raises a failed write
+        try:
+            for write in writes:
+                write.result()  # re-raises a failed write
+        except Exception as exc:
+            state = {"fingerprint": self.fingerprint, "image_id": record.image_id}
+            state |= _failure(exc, "writing: ")
         # Written last: its presence marks the image as done.
         atomic_write_json(self.out_dir / _rel("landmarks", record.image_id), state, indent=None)
         return state, False
+
+
+def _reason(exc: BaseException) -> str:
+    """One line: the exception's class and message."""
+    message = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {message}"
+
+
+def _failure(exc: BaseException, where: str = "") -> dict:
+    return {"status": "failed", "reason": where + _reason(exc), "error": type(exc).__name__}
 
 
 _WORKER: _Worker | None = None
@@ -234,6 +262,18 @@ def _rows(record: FaceRecord, state: dict, mask_types: Sequence[str]) -> Iterato
         }
         return
     for mask_type in mask_types:
+        failure = state.get("mask_failures", {}).get(mask_type)
+        if failure is not None:
+            yield base | {
+                "status": "failed",
+                "reason": f"mask {mask_type}: {failure}",
+                "mask_type": mask_type,
+                "coverage": None,
+                "crop_path": _rel("crops", record.image_id),
+                "masked_path": "",
+                "hole_path": "",
+            }
+            continue
         yield base | {
             "mask_type": mask_type,
             "coverage": state["coverage"][mask_type],
@@ -241,6 +281,78 @@ def _rows(record: FaceRecord, state: dict, mask_types: Sequence[str]) -> Iterato
             "masked_path": _rel("masked", record.image_id, mask_type),
             "hole_path": _rel("holes", record.image_id, mask_type),
         }
+
+
+def _progress(total: int, enabled: bool) -> tqdm:
+    return tqdm(total=total, desc="prepare", unit="img", disable=not enabled)
+
+
+def _write_summary(
+    out_dir: Path,
+    config: PrepareConfig,
+    done: list[tuple[tuple[FaceRecord, tuple[str, ...]], dict]],
+    n_images: int,
+    n_reused: int,
+    seconds: float,
+    workers: int,
+    *,
+    interrupted: bool,
+) -> PrepareSummary:
+    """Write ``manifest.csv`` and ``prepare.json`` for the finished images."""
+    rows = [row for (r, types), s in done for row in _rows(r, s, types)]
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    atomic_write_text(out_dir / "manifest.csv", manifest.to_csv(index=False))
+
+    ok = manifest[manifest.status == "ok"]
+    coverage = {
+        t: {
+            "mean": float(g.coverage.mean()),
+            "min": float(g.coverage.min()),
+            "max": float(g.coverage.max()),
+        }
+        for t, g in ok.groupby("mask_type", sort=False)
+    }
+    failed = [s for _, s in done if s["status"] != "ok"]
+    failures: dict[str, int] = {}
+    for s in failed:
+        failures[s["error"]] = failures.get(s["error"], 0) + 1
+    mask_failures = {
+        t: int(n)
+        for t, n in manifest[manifest.status == "failed"].mask_type.value_counts().items()
+        if t
+    }
+    summary = PrepareSummary(
+        out_dir=out_dir,
+        n_images=n_images,
+        n_ok=len(done) - len(failed),
+        n_failed=len(failed),
+        n_reused=n_reused,
+        seconds=seconds,
+        coverage=coverage,
+        failures=failures,
+        mask_failures=mask_failures,
+        n_pending=n_images - len(done),
+    )
+    atomic_write_json(
+        out_dir / "prepare.json",
+        {
+            "m2f_bench_version": __version__,
+            "fingerprint": config.fingerprint(),
+            "config": asdict(config),
+            "n_images": summary.n_images,
+            "n_ok": summary.n_ok,
+            "n_failed": summary.n_failed,
+            "n_reused": summary.n_reused,
+            "n_pending": summary.n_pending,
+            "interrupted": interrupted,
+            "seconds": round(seconds, 3),
+            "workers": workers,
+            "coverage_by_mask_type": coverage,
+            "failure_reasons": failures,
+            "mask_failures_by_type": mask_failures,
+        },
+    )
+    return summary
 
 
 def prepare(
@@ -253,6 +365,10 @@ def prepare(
     assignment: Mapping[str, str] | None = None,
 ) -> PrepareSummary:
     """Prepare ``records`` into ``out_dir`` and write ``manifest.csv`` and ``prepare.json``.
+
+    ``manifest.csv`` and ``prepare.json`` are written however the run ends: interrupted
+    (Ctrl-C, a worker killed), they list every image finished so far, and the exception
+    is raised again once they are on disk.
 
     Args:
         records: The images, in manifest order.
@@ -273,9 +389,10 @@ def prepare(
     ]
     items = list(zip(records, types_of, strict=True))
     start = time.perf_counter()
-    states: list[dict] = [{}] * len(records)
+    states: list[dict | None] = [None] * len(records)
     n_reused = 0
-    bar = tqdm(total=len(records), desc="prepare", unit="img", disable=not progress)
+    interrupted: BaseException | None = None
+    bar = _progress(len(records), progress)
     if workers <= 1:
         worker = _Worker(config, out_dir)
         results: Iterator[tuple[dict, bool]] = map(worker, items)
@@ -293,54 +410,33 @@ def prepare(
             states[i] = state
             n_reused += reused
             bar.update()
+    except BaseException as exc:  # Ctrl-C, a killed worker: keep what is finished
+        interrupted = exc
     finally:
         bar.close()
         if pool is not None:
             pool.terminate()
             pool.join()
     seconds = time.perf_counter() - start
+    if interrupted is not None:
+        # Images finished out of order by other workers are on disk: count them too.
+        reader = _Worker(config, out_dir)
+        for i, item in enumerate(items):
+            if states[i] is None:
+                states[i] = reader.load_done(*item)
+        reader.close()
 
-    rows = [row for (r, types), s in zip(items, states, strict=True) for row in _rows(r, s, types)]
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    atomic_write_text(out_dir / "manifest.csv", manifest.to_csv(index=False))
-
-    ok = manifest[manifest.status == "ok"]
-    coverage = {
-        t: {
-            "mean": float(g.coverage.mean()),
-            "min": float(g.coverage.min()),
-            "max": float(g.coverage.max()),
-        }
-        for t, g in ok.groupby("mask_type", sort=False)
-    }
-    failed = [s for s in states if s["status"] != "ok"]
-    failures: dict[str, int] = {}
-    for s in failed:
-        failures[s["error"]] = failures.get(s["error"], 0) + 1
-    summary = PrepareSummary(
-        out_dir=out_dir,
-        n_images=len(records),
-        n_ok=len(records) - len(failed),
-        n_failed=len(failed),
-        n_reused=n_reused,
-        seconds=seconds,
-        coverage=coverage,
-        failures=failures,
+    done = [(item, s) for item, s in zip(items, states, strict=True) if s is not None]
+    summary = _write_summary(
+        out_dir,
+        config,
+        done,
+        len(records),
+        n_reused,
+        seconds,
+        workers,
+        interrupted=interrupted is not None,
     )
-    atomic_write_json(
-        out_dir / "prepare.json",
-        {
-            "m2f_bench_version": __version__,
-            "fingerprint": config.fingerprint(),
-            "config": asdict(config),
-            "n_images": summary.n_images,
-            "n_ok": summary.n_ok,
-            "n_failed": summary.n_failed,
-            "n_reused": summary.n_reused,
-            "seconds": round(seconds, 3),
-            "workers": workers,
-            "coverage_by_mask_type": coverage,
-            "failure_reasons": failures,
-        },
-    )
+    if interrupted is not None:
+        raise interrupted
     return summary
