@@ -208,3 +208,67 @@ def test_contact_sheet_has_a_tile_per_face_and_type(face) -> None:
     labelled = contact_sheet(faces, ("n95", "cloth"))
     assert labelled.shape[1] == 3 * 128 and labelled.shape[0] > 2 * 128
     np.testing.assert_array_equal(labelled[-256:], sheet)
+
+
+def _yawed(points: np.ndarray, amount: float) -> np.ndarray:
+    """The landmarks of a head turned to the image right: the right half squeezed."""
+    turned = points.copy()
+    nose = points[30, 0]
+    right = points[:, 0] > nose
+    turned[right, 0] = nose + (points[right, 0] - nose) * (1 - amount)
+    turned[~right, 0] = nose + (points[~right, 0] - nose) * (1 + 0.3 * amount)
+    return turned
+
+
+@pytest.mark.parametrize("mask_type", ["surgical_blue", "fitted", "n95"])
+def test_turned_head_gets_a_narrower_far_side(face, mask_type: str) -> None:
+    crop, points = face
+    turned = _yawed(points, 0.5)
+    masked = apply_mask(crop, turned, mask_type, image_id="a")
+    columns = np.nonzero(masked.hole[int(turned[30, 1]) : int(turned[57, 1])].any(0))[0]
+    near = turned[30, 0] - columns.min()
+    far = columns.max() - turned[30, 0]
+    assert far < 0.75 * near
+    # Still over the nose and the mouth, and still clear of the eyes.
+    assert covered(masked, turned[[30, 33, 48, 54, 57]]).all()
+    assert not covered(masked, turned[36:48]).any()
+
+
+def test_top_edge_reaches_from_mid_nose_to_under_the_eyes(face) -> None:
+    crop, points = face
+    down = (points[8] - points[27]) / np.hypot(*(points[8] - points[27]))
+    heights = []
+    for k in range(40):
+        masked = apply_mask(crop, points, "surgical_blue", image_id=f"f{k}")
+        column = masked.hole[:, int(round(points[28, 0]))]
+        top = np.nonzero(column)[0].min()
+        heights.append((top - points[27, 1]) / np.hypot(*(points[8] - points[27])) / down[1])
+    heights = np.array(heights)
+    # Landmark 28 is about a tenth of the way from the eyes to the chin, 29 (mid-nose) a
+    # fifth; the soft edge reaches about 0.03 above the outline.
+    assert heights.min() < 0.07, "no mask reaches up to just under the eyes"
+    assert 0.14 < heights.max() < 0.22, "no mask sits lower, towards mid-nose"
+    assert np.median(heights) < 0.11, "most masks should cover the nose bridge"
+
+
+def test_dark_masks_are_a_large_share(face) -> None:
+    cv2 = pytest.importorskip("cv2")
+    crop, points = face
+    dark = 0
+    for mask_type in MASK_TYPES:
+        for k in range(10):
+            masked = apply_mask(crop, points, mask_type, image_id=f"d{k}")
+            core = cv2.erode(masked.hole.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+            dark += cv2.cvtColor(masked.image, cv2.COLOR_RGB2GRAY)[core].mean() < 80
+    assert dark / (10 * len(MASK_TYPES)) > 0.3
+
+
+def test_soft_edge_and_shadow_stay_inside_the_hole(face) -> None:
+    crop, points = face
+    for mask_type in MASK_TYPES:
+        masked = apply_mask(crop, points, mask_type, image_id="e")
+        changed = np.any(masked.image != crop, axis=2)
+        assert not (changed & ~masked.hole).any(), mask_type
+        # The edge is soft: part of the hole is only partly covered by the mask.
+        edge = masked.hole & ~changed
+        assert edge.mean() < 0.02, mask_type

@@ -237,6 +237,45 @@ def side_widths(face: np.ndarray) -> tuple[float, float]:
     return float(np.clip(left / mean, 0.15, 1.5)), float(np.clip(right / mean, 0.15, 1.5))
 
 
+@dataclass(frozen=True)
+class _FaceGeometry:
+    """What every mask type of one face shares: computed once per landmark set."""
+
+    frame: FaceFrame
+    face: np.ndarray
+    narrow: tuple[float, float]
+    nose: np.ndarray
+    jaw_out: np.ndarray
+    eyes: np.ndarray
+
+
+_LAST: list[tuple[bytes, _FaceGeometry]] = []
+
+
+def _face_geometry(points: np.ndarray) -> _FaceGeometry:
+    key = points.tobytes()
+    if _LAST and _LAST[0][0] == key:  # the next mask type of the same face
+        return _LAST[0][1]
+    frame = FaceFrame.from_landmarks(points)
+    face = frame.to_face(points)
+    jaw = face[2:15]
+    tangent = np.gradient(jaw, axis=0)
+    centre = np.array([face[30, 0], 0.5 * (face[30, 1] + face[8, 1])])
+    radial = _unit(jaw - centre, np.array([0.0, 1.0]))
+    normal = _unit(np.stack([-tangent[:, 1], tangent[:, 0]], axis=1), radial)
+    eyes = face[_EYE_FLOOR]
+    geometry = _FaceGeometry(
+        frame=frame,
+        face=face,
+        narrow=side_widths(face),
+        nose=face[31:36, 0],
+        jaw_out=_unit(normal + radial, radial),
+        eyes=eyes[np.argsort(eyes[:, 0])],
+    )
+    _LAST[:] = [(key, geometry)]
+    return geometry
+
+
 def outline(
     points: np.ndarray, params: ShapeParams, loop_reach: float, straps: bool = False
 ) -> MaskShape:
@@ -251,24 +290,16 @@ def outline(
     Raises:
         M2FError: The landmarks give no usable outline (it would be degenerate).
     """
-    frame = FaceFrame.from_landmarks(points)
-    face = frame.to_face(points)
-    narrow = side_widths(face)
-    nose = face[31:36, 0]
+    g = _face_geometry(points)
+    frame, face, narrow, nose = g.frame, g.face, g.narrow, g.nose
 
-    ridge = face[27:31]
-    top = np.array([_edge_at(ridge, params.top), params.top])
+    top = np.array([_edge_at(face[27:31], params.top), params.top])
     bottom = face[8] + (0.0, params.chin)
 
     # The jaw line 2…14, standing off the face along its outward normal and, near the
     # chin, hanging below it; on a turned head the far side stands off less.
     jaw = face[2:15].copy()
-    tangent = np.gradient(jaw, axis=0)
-    centre = np.array([face[30, 0], 0.5 * (face[30, 1] + face[8, 1])])
-    down = np.array([0.0, 1.0])
-    radial = _unit(jaw - centre, down)
-    normal = _unit(np.stack([-tangent[:, 1], tangent[:, 0]], axis=1), radial)
-    out = _unit(normal + radial, radial)
+    out = g.jaw_out
     side = np.where(np.arange(13) < 6, narrow[0], narrow[1])
     jaw += (params.spread * (_HANG + (1 - _HANG) * side))[:, None] * out
     jaw[:, 1] += params.chin * _HANG
@@ -284,8 +315,7 @@ def outline(
 
     # The top edge runs from the nose bridge under the eyes and drops to the corners; the
     # sag pulls it down over the cheeks.
-    eyes = face[_EYE_FLOOR]
-    eyes = eyes[np.argsort(eyes[:, 0])]
+    eyes = g.eyes
     under_left = np.array([face[36:42, 0].mean(), face[40:42, 1].max() + params.cheek])
     under_right = np.array([face[42:48, 0].mean(), face[46:48, 1].max() + params.cheek])
     dip = np.array([0.0, params.sag])

@@ -49,7 +49,7 @@ class Cut:
     def draw(self, rng: np.random.Generator) -> ShapeParams:
         high, low = self.top
         return ShapeParams(
-            top=high + (low - high) * float(rng.beta(1.3, 2.6)),
+            top=high + (low - high) * float(rng.beta(1.2, 2.0)),
             cheek=rng.uniform(*self.cheek),
             sag=rng.uniform(*self.sag),
             spread=rng.uniform(*self.spread),
