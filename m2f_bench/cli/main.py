@@ -175,6 +175,8 @@ def prepare(
     )
     for reason, count in sorted(summary.failures.items()):
         typer.echo(f"  failed: {count} × {reason}")
+    for mask_type, count in sorted(summary.mask_failures.items()):
+        typer.echo(f"  failed: {count} × mask {mask_type} (see manifest.csv)")
     for t, c in summary.coverage.items():
         typer.echo(
             f"  coverage {t:<15} mean {c['mean']:.3f}  min {c['min']:.3f}  max {c['max']:.3f}"
@@ -417,6 +419,51 @@ def benchmark_prepare(
         f"({summary.seconds:.1f} s, {summary.n_failed} failed)"
     )
     typer.echo(f"peak memory: main process {main_mib:.0f} MiB, largest worker {child_mib:.0f} MiB")
+
+
+@app.command()
+@cli_errors
+def train(
+    config: Annotated[Path, typer.Argument(help="Training config YAML file.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder [default: runs/<config name>].")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    threads: Annotated[
+        int | None,
+        typer.Option(help="Intra-op CPU threads [default: torch's, one per core].", min=1),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a learned inpainter (unet-gan, baseline-gan) on a prepared face folder.
+
+    Run under ``torchrun --nproc-per-node N`` for data-parallel training.
+    """
+    from m2f_bench.training.config import load_config
+    from m2f_bench.training.loop import train as run_train
+
+    spec = load_config(config)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    out = out or Path("runs") / spec.name
+    result = run_train(spec, out, resume=resume, device=device, progress=progress)
+    if result.checkpoint is None:  # a non-zero rank of a distributed job
+        return
+    what = "interrupted at" if result.stopped == "interrupted" else "finished at"
+    typer.echo(
+        f"{what} step {result.step} ({result.images_per_second:.1f} images/s); "
+        f"checkpoint: {result.checkpoint}"
+    )
+    if result.validation:
+        v = result.validation
+        typer.echo(f"validation: PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.4f}")
+    if result.stopped == "interrupted":
+        typer.echo(f"resume with: m2f-bench train {config} --out {out} --resume")
 
 
 def main() -> None:  # pragma: no cover - console-script shim

@@ -14,5 +14,8 @@ from m2f_bench.inpainters.base import INPAINTERS, Inpainter, build_inpainter, li
 
 # ONNX Runtime is imported only when an onnx inpainter is built.
 INPAINTERS.register_lazy("onnx", "m2f_bench.inpainters.onnx:ONNXInpainter")
+# Learned generators import torch; they are loaded only when a protocol or training uses them.
+INPAINTERS.register_lazy("unet-gan", "m2f_bench.inpainters.unet_gan:UNetGANInpainter")
+INPAINTERS.register_lazy("baseline-gan", "m2f_bench.inpainters.baseline_gan:BaselineGANInpainter")
 
 __all__ = ["INPAINTERS", "Inpainter", "build_inpainter", "list_inpainters"]

@@ -1,0 +1,172 @@
+"""Training configs: YAML mapped key by key onto a frozen, validated schema.
+
+Like a protocol (:mod:`m2f_bench.evaluation.protocol`): ``version: 1``, unknown keys and
+bad values rejected with the key's path, ``${VAR}`` / ``${VAR:-default}`` expanded from
+the environment. Every loss term is named here with its weight; what the file says is
+what trains.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from m2f_bench.errors import M2FError
+from m2f_bench.evaluation.protocol import _format_errors, expand_env
+
+CONFIG_VERSION = 1
+
+
+class TrainConfigError(M2FError):
+    """A training config is missing, malformed or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """The generator: a registered learned inpainter and its architecture's arguments."""
+
+    name: Literal["unet-gan", "baseline-gan"]
+    widths: tuple[int, ...] = Field((32, 64, 128, 256), min_length=2)
+    bottleneck_blocks: int = Field(2, ge=0)
+    unshuffle: int = Field(2, ge=1)
+
+    def arch_args(self) -> dict[str, Any]:
+        """Keyword arguments of the generator network."""
+        return {
+            "widths": list(self.widths),
+            "bottleneck_blocks": self.bottleneck_blocks,
+            "unshuffle": self.unshuffle,
+        }
+
+
+class DiscriminatorSpec(_Strict):
+    widths: tuple[int, ...] = Field((32, 64, 128), min_length=1)
+    unshuffle: int = Field(2, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    every: int = Field(1, ge=1, description="update the discriminator every N steps")
+
+
+class DataSpec(_Strict):
+    root: Path = Field(description="a folder written by `m2f-bench prepare`")
+    train_split: str = "train"
+    val_split: str = "val"
+    mask_types: tuple[str, ...] | None = Field(None, min_length=1)
+    flip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
+    brightness: float = Field(0.1, ge=0, lt=1, description="max relative brightness change")
+    contrast: float = Field(0.1, ge=0, lt=1)
+    saturation: float = Field(0.1, ge=0, lt=1)
+    workers: int = Field(1, ge=0, description="DataLoader worker processes")
+    val_limit: int | None = Field(256, ge=1, description="validation images (None: all)")
+
+
+class OptimSpec(_Strict):
+    steps: int = Field(ge=1)
+    batch_size: int = Field(32, ge=1, description="global batch, split over DDP ranks")
+    lr: float = Field(2e-4, gt=0, description="generator learning rate")
+    betas: tuple[float, float] = (0.5, 0.999)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["constant", "cosine"] = "cosine"
+    min_lr_ratio: float = Field(0.05, ge=0, le=1, description="cosine floor as a share of lr")
+    grad_clip: float | None = Field(None, gt=0)
+
+
+class LossSpec(_Strict):
+    """Generator loss = Σ weight × term; a weight of 0 turns its term off."""
+
+    l1: float = Field(1.0, ge=0)
+    l1_hole_weight: float = Field(6.0, ge=0)
+    l1_valid_weight: float = Field(1.0, ge=0)
+    ssim: float = Field(0.5, ge=0)
+    adversarial: float = Field(0.01, ge=0)
+    adversarial_type: Literal["hinge", "lsgan"] = "hinge"
+    feature_matching: float = Field(1.0, ge=0)
+    gan_start_step: int = Field(0, ge=0, description="reconstruction-only steps first")
+
+    @property
+    def uses_gan(self) -> bool:
+        return self.adversarial > 0 or self.feature_matching > 0
+
+
+class CheckpointSpec(_Strict):
+    every: int = Field(500, ge=1, description="steps between checkpoints")
+    keep: int = Field(3, ge=1, description="most recent checkpoints kept")
+
+
+class LogSpec(_Strict):
+    every: int = Field(50, ge=1, description="steps between TensorBoard scalars")
+    images: int = Field(8, ge=0, le=64, description="validation samples in the image grid")
+
+
+class TrainConfig(_Strict):
+    """A whole training config file."""
+
+    version: Literal[1]
+    name: str
+    description: str = ""
+    seed: int = 0
+    model: ModelSpec
+    discriminator: DiscriminatorSpec = DiscriminatorSpec()
+    data: DataSpec
+    optim: OptimSpec
+    loss: LossSpec = LossSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    log: LogSpec = LogSpec()
+    amp: bool = Field(True, description="bfloat16 autocast on CUDA (CPU trains in float32)")
+
+    @field_validator("name")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+def parse_config(data: Any, source: str = "<config>") -> TrainConfig:
+    """Validate an already-loaded mapping.
+
+    Raises:
+        TrainConfigError: One line listing each bad key by its path.
+    """
+    if not isinstance(data, dict):
+        raise TrainConfigError(f"{source}: a training config must be a mapping of keys")
+    if data.get("version") != CONFIG_VERSION:
+        raise TrainConfigError(
+            f"{source}: version: {data.get('version')!r} is not supported (this m2f-bench "
+            f"reads version {CONFIG_VERSION})"
+        )
+    try:
+        return TrainConfig.model_validate(expand_env(data))
+    except ValidationError as exc:
+        raise TrainConfigError(_format_errors(source, exc)) from None
+    except M2FError as exc:  # an unset environment variable
+        raise TrainConfigError(f"{source}: {exc}") from None
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """Read and validate a training config file.
+
+    Raises:
+        TrainConfigError: Missing file, YAML syntax error, or invalid content.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TrainConfigError(f"training config not found: {path}") from None
+    except OSError as exc:
+        raise TrainConfigError(f"cannot read {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise TrainConfigError(f"{path}: YAML syntax error: {exc}") from None
+    return parse_config(data, str(path))
+
+
+def config_to_yaml(config: TrainConfig) -> str:
+    """The validated config as YAML (defaults filled in), for the run folder."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

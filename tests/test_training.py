@@ -1,0 +1,321 @@
+"""Training of the learned inpainters, on a tiny prepared folder of 64 px crops.
+
+The folder holds one real face (scikit-image's astronaut, aligned by dlib's HOG detector)
+under small random similarity warps and tints, so the synthetic masks follow real
+landmarks. Networks are a few thousand parameters; every run is a few steps on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from safetensors.torch import load_file  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from m2f_bench._io import atomic_write_json, write_png  # noqa: E402
+from m2f_bench.errors import M2FError  # noqa: E402
+from m2f_bench.inpainters import build_inpainter  # noqa: E402
+from m2f_bench.metrics.pixel import ssim as ssim_metric  # noqa: E402
+from m2f_bench.prepare.layout import prepared_path  # noqa: E402
+from m2f_bench.training import losses  # noqa: E402
+from m2f_bench.training.checkpoint import latest_checkpoint  # noqa: E402
+from m2f_bench.training.config import TrainConfigError, load_config, parse_config  # noqa: E402
+from m2f_bench.training.data import (  # noqa: E402
+    EpochBatchSampler,
+    PreparedSplit,
+    TrainingSamples,
+    ValidationSet,
+    make_loader,
+    make_sample,
+)
+from m2f_bench.training.loop import TrainingDiverged, train  # noqa: E402
+
+SIZE = 64
+N_TRAIN, N_VAL = 12, 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: tiny convolutions gain nothing from two, and on a busy machine
+    spinning OpenMP threads make them many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """A prepared folder (manifest, crops, landmarks) with train and val splits."""
+    from skimage import data
+
+    from m2f_bench.faces.pipeline import AlignerConfig
+
+    face = AlignerConfig(size=SIZE, scrfd_path=None, use_hog=True).build().align(data.astronaut())
+    root = tmp_path_factory.mktemp("prepared")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(N_TRAIN + N_VAL):
+        image_id = f"face_{i:02d}"
+        angle, scale = rng.uniform(-6, 6), rng.uniform(0.95, 1.05)
+        matrix = cv2.getRotationMatrix2D((SIZE / 2, SIZE / 2), angle, scale)
+        matrix[:, 2] += rng.uniform(-2, 2, size=2)
+        crop = cv2.warpAffine(face.crop, matrix, (SIZE, SIZE), borderMode=cv2.BORDER_REFLECT)
+        tint = rng.uniform(0.85, 1.15, size=3)
+        crop = np.clip(crop * tint, 0, 255).astype(np.uint8)
+        landmarks = face.landmarks @ matrix[:, :2].T + matrix[:, 2]
+        write_png(root / prepared_path("crops", image_id), crop)
+        atomic_write_json(
+            root / prepared_path("landmarks", image_id),
+            {"image_id": image_id, "status": "ok", "landmarks": landmarks.tolist()},
+        )
+        split = "train" if i < N_TRAIN else "val"
+        rows.append({"image_id": image_id, "split": split, "status": "ok"})
+    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+    return root
+
+
+def tiny_config(root: Path, **sections) -> dict:
+    """A valid config mapping for 64 px crops and a tiny network; sections override."""
+    config = {
+        "version": 1,
+        "name": "tiny",
+        "seed": 3,
+        "model": {"name": "unet-gan", "widths": [8, 16, 32], "bottleneck_blocks": 1},
+        "discriminator": {"widths": [8, 16], "every": 2},
+        "data": {"root": str(root), "workers": 0, "val_limit": N_VAL},
+        "optim": {"steps": 8, "batch_size": 4, "lr": 1e-3, "warmup_steps": 2},
+        "loss": {"gan_start_step": 2},
+        "checkpoint": {"every": 4, "keep": 2},
+        "log": {"every": 2, "images": 2},
+    }
+    for key, value in sections.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+    return config
+
+
+def run(root: Path, out: Path, **kwargs):
+    sections = {k: v for k, v in kwargs.items() if k not in ("resume", "on_step")}
+    config = parse_config(tiny_config(root, **sections))
+    return train(
+        config,
+        out,
+        resume=kwargs.get("resume", False),
+        device="cpu",
+        progress=False,
+        on_step=kwargs.get("on_step"),
+    )
+
+
+@pytest.fixture(scope="module")
+def finished_run(prepared, tmp_path_factory) -> Path:
+    """An uninterrupted 8-step run, GAN on from step 2."""
+    out = tmp_path_factory.mktemp("runs") / "full"
+    result = run(prepared, out)
+    assert result.stopped == "done" and result.step == 8
+    return out
+
+
+def _tensors(checkpoint: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for name in ("generator", "discriminator", "optimizer"):
+        for key, value in load_file(str(checkpoint / f"{name}.safetensors")).items():
+            out[f"{name}/{key}"] = value
+    return out
+
+
+def test_config_rejects_unknown_keys_and_bad_versions(prepared):
+    bad = tiny_config(prepared, loss={"l1_weight": 2.0})
+    with pytest.raises(TrainConfigError, match=r"loss\.l1_weight: unknown key"):
+        parse_config(bad, "cfg.yaml")
+    with pytest.raises(TrainConfigError, match="version"):
+        parse_config({k: v for k, v in tiny_config(prepared).items() if k != "version"})
+    with pytest.raises(TrainConfigError, match=r"model\.name"):
+        parse_config(tiny_config(prepared, model={"name": "unet"}))
+    with pytest.raises(TrainConfigError, match=r"optim\.steps"):
+        parse_config(tiny_config(prepared, optim={"steps": 0}))
+
+
+@pytest.mark.parametrize("name", ["train-unet-gan.yaml", "train-baseline-gan.yaml"])
+def test_shipped_configs_validate(name, monkeypatch, tmp_path):
+    monkeypatch.setenv("M2F_TRAIN_DATA", str(tmp_path))
+    config = load_config(Path(__file__).parents[1] / "protocols" / name)
+    assert config.data.root == tmp_path
+    assert config.model.name == name.removeprefix("train-").removesuffix(".yaml")
+
+
+def test_samples_are_a_pure_function_of_seed_epoch_and_image(prepared):
+    spec = parse_config(tiny_config(prepared)).data
+    split = PreparedSplit(prepared, "train")
+    a, b = make_sample(split, 0, spec, 3, 0, True), make_sample(split, 0, spec, 3, 0, True)
+    assert np.array_equal(a.masked, b.masked) and np.array_equal(a.hole, b.hole)
+    later = [make_sample(split, 0, spec, 3, epoch, True) for epoch in range(1, 4)]
+    # A fresh mask every epoch.
+    assert all(not np.array_equal(a.hole, s.hole) for s in later)
+    # Outside the hole the masked crop is the (jittered, maybe flipped) target.
+    assert np.array_equal(a.masked[~a.hole], a.target[~a.hole])
+    assert a.hole.mean() > 0.05
+
+
+def test_ranks_split_every_global_batch(prepared):
+    single = list(EpochBatchSampler(N_TRAIN, 4, 7, seed=1))
+    ranks = [list(EpochBatchSampler(N_TRAIN, 4, 7, seed=1, rank=r, world_size=2)) for r in (0, 1)]
+    assert len(single) == 7
+    for whole, first, second in zip(single, *ranks, strict=True):
+        assert first + second == whole and not set(first) & set(second)
+    # Epochs are reshuffled: step 3 starts epoch 1 with another order than epoch 0.
+    assert [i for _, i in single[0] + single[1] + single[2]] != [
+        i for _, i in single[3] + single[4] + single[5]
+    ]
+    # A resumed sampler continues at its step.
+    assert list(EpochBatchSampler(N_TRAIN, 4, 7, seed=1, start_step=4)) == single[4:]
+
+
+def test_worker_processes_draw_the_same_batches(prepared):
+    spec = parse_config(tiny_config(prepared)).data
+    dataset = TrainingSamples(PreparedSplit(prepared, "train"), spec, seed=3)
+    batches = [
+        list(make_loader(dataset, EpochBatchSampler(N_TRAIN, 4, 4, seed=3), workers))
+        for workers in (0, 1)
+    ]
+    for a, b in zip(*batches, strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in ("masked", "hole", "target"))
+
+
+def test_ssim_loss_matches_the_benchmark_metric(prepared):
+    spec = parse_config(tiny_config(prepared)).data
+    val = ValidationSet.build(PreparedSplit(prepared, "val"), spec, seed=3)
+    expected = ssim_metric(val.masked, val.targets)
+
+    def to_tensor(x):
+        return torch.from_numpy(x).permute(0, 3, 1, 2).double() / 127.5 - 1
+
+    got = losses.ssim(to_tensor(val.masked), to_tensor(val.targets)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert expected.max() < 0.99  # the masks really differ from the targets
+
+
+def test_loss_falls(prepared, tmp_path):
+    seen = []
+    run(
+        prepared,
+        tmp_path / "run",
+        optim={"steps": 30, "lr": 3e-3, "warmup_steps": 0},
+        loss={"adversarial": 0.0, "feature_matching": 0.0},
+        checkpoint={"every": 30},
+        on_step=lambda trainer, values: seen.append(values["l1"]),
+    )
+    first, last = np.mean(seen[:4]), np.mean(seen[-4:])
+    assert last < 0.6 * first, (first, last)
+
+
+def test_resume_after_ctrl_c_equals_an_uninterrupted_run(prepared, finished_run, tmp_path):
+    def interrupt_at_3(trainer, values):
+        if trainer.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    out = tmp_path / "resumed"
+    first = run(prepared, out, on_step=interrupt_at_3)
+    # Ctrl-C finished step 3, saved it (not a regular checkpoint step) and returned.
+    assert first.stopped == "interrupted" and first.step == 3
+    assert latest_checkpoint(out).name == "step-0000003"
+    with pytest.raises(M2FError, match="--resume"):
+        run(prepared, out)
+    second = run(prepared, out, resume=True)
+    assert second.step == 8 and second.stopped == "done"
+
+    a, b = _tensors(latest_checkpoint(finished_run)), _tensors(latest_checkpoint(out))
+    assert a.keys() == b.keys() and any(k.startswith("optimizer/discriminator.") for k in a)
+    unequal = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not unequal
+    # Validation after epochs 1 and 2 and at the end: the same numbers, split over two calls.
+    assert (out / "validation.jsonl").read_text() == (finished_run / "validation.jsonl").read_text()
+
+
+def test_resume_refuses_a_changed_config(prepared, finished_run):
+    with pytest.raises(M2FError, match=r"loss\.ssim"):
+        run(prepared, finished_run, resume=True, loss={"ssim": 0.1})
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(prepared, tmp_path):
+    def poison_after_3(trainer, values):
+        if trainer.step == 3:
+            with torch.no_grad():
+                next(trainer.generator.parameters()).fill_(float("nan"))
+
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingDiverged) as info:
+        run(prepared, out, checkpoint={"every": 2}, on_step=poison_after_3)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "not finite at step 4" in message and "step-0000002" in message
+    assert latest_checkpoint(out).name == "step-0000002"
+    weights = load_file(str(latest_checkpoint(out) / "generator.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_inpainter_loads_the_run_and_composites_exactly(prepared, finished_run):
+    spec = parse_config(tiny_config(prepared)).data
+    val = ValidationSet.build(PreparedSplit(prepared, "val"), spec, seed=3)
+    inpainter = build_inpainter({"type": "unet-gan", "weights": str(finished_run)})
+    restored = inpainter(val.masked, val.holes)
+    outside = ~val.holes
+    assert np.array_equal(restored[outside], val.masked[outside])
+    # The hole is filled by the network, not left with the drawn mask.
+    assert np.abs(restored[val.holes].astype(int) - val.masked[val.holes]).mean() > 5
+    # The same weights as training's own validation computed: the logged PSNR is this one.
+    from m2f_bench.metrics.pixel import psnr
+
+    logged = json.loads((finished_run / "validation.jsonl").read_text().splitlines()[-1])
+    assert psnr(restored, val.targets).mean() == pytest.approx(logged["psnr"], abs=1e-9)
+    # A crop whose side is not a multiple of the network's cell is padded, then cropped.
+    odd = inpainter(val.masked[:, :60, :60].copy(), val.holes[:, :60, :60].copy())
+    assert odd.shape == (N_VAL, 60, 60, 3)
+    with pytest.raises(M2FError, match="unet-gan"):
+        build_inpainter({"type": "baseline-gan", "weights": str(finished_run)})
+
+
+def test_baseline_trains_without_skips(prepared, tmp_path):
+    result = run(
+        prepared, tmp_path / "baseline", model={"name": "baseline-gan"}, optim={"steps": 2}
+    )
+    inpainter = build_inpainter({"type": "baseline-gan", "weights": str(result.checkpoint)})
+    assert not inpainter.network.skips
+    assert inpainter.network.merge[0][0].in_channels == 8  # no concatenated encoder features
+
+
+def test_cli_train_reports_and_refuses_to_overwrite(prepared, tmp_path):
+    from m2f_bench.cli.main import app
+
+    config = tmp_path / "tiny.yaml"
+    import yaml
+
+    config.write_text(yaml.safe_dump(tiny_config(prepared, optim={"steps": 2})))
+    out = tmp_path / "cli-run"
+    args = ["train", str(config), "--out", str(out), "--device", "cpu", "--no-progress"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "finished at step 2" in first.output
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2
+    assert again.output.strip().count("\n") == 0 and "--resume" in again.output
+    assert (out / "config.yaml").is_file() and (out / "run.json").is_file()
+    assert any((out / "tensorboard").iterdir())
+
+
+def test_importing_the_inpainters_does_not_import_torch():
+    code = "import sys, m2f_bench.inpainters; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
