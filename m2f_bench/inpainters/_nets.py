@@ -18,7 +18,6 @@ import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -26,7 +25,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from m2f_bench.errors import M2FError, ModelNotFoundError
-from m2f_bench.inpainters.base import Inpainter
 
 #: ``format`` metadata of a generator weight file written by m2f-bench.
 WEIGHTS_FORMAT = "m2f-bench-generator/1"
@@ -74,24 +72,25 @@ class Upsample(nn.Sequential):
 
 
 class EncoderDecoderGenerator(nn.Module):
-    """Encoder–decoder over pixel-unshuffled input; subclasses decide about skips.
+    """Encoder–decoder over pixel-unshuffled input, with or without U-Net skips.
 
     Args:
+        skips: Whether decoder levels concatenate the encoder features of their
+            resolution (``unet-gan``) or see only the bottleneck (``baseline-gan``).
         widths: Channels per level, finest first; each level halves the resolution.
         bottleneck_blocks: Residual blocks at the coarsest level.
         unshuffle: Side of the pixel blocks folded into channels at the input.
     """
 
-    #: Whether decoder levels see the encoder features of the same resolution.
-    skips: ClassVar[bool]
-
     def __init__(
         self,
+        skips: bool,
         widths: Sequence[int] = (32, 64, 128, 256),
         bottleneck_blocks: int = 2,
         unshuffle: int = 2,
     ) -> None:
         super().__init__()
+        self.skips = skips
         widths = [int(w) for w in widths]
         if len(widths) < 2 or min(widths) < 1:
             raise M2FError(f"widths must be at least two positive channel counts, got {widths}")
@@ -185,33 +184,65 @@ def read_generator(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]
     return metadata, tensors
 
 
-def resolve_weights(weights: str | Path, name: str) -> Path:
+def _card(folder: Path) -> dict:
+    import yaml
+
+    try:
+        card = yaml.safe_load((folder / "card.yaml").read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise M2FError(f"{folder / 'card.yaml'}: invalid YAML: {exc}") from None
+    if not isinstance(card, dict):
+        raise M2FError(f"{folder / 'card.yaml'} must be a mapping of keys")
+    return card
+
+
+def model_folders() -> list[Path]:
+    """Folders searched for model cards: the model home's, then the checkout's ``models/``."""
+    from m2f_bench.settings import Settings
+
+    roots = [Settings.resolve().model_home, Path(__file__).resolve().parents[2] / "models"]
+    return [p.parent for root in roots for p in sorted(root.glob("*/card.yaml"))]
+
+
+def find_model(name: str) -> Path:
+    """The model folder whose ``card.yaml`` says ``inpainter: <name>`` (the first one found).
+
+    Raises:
+        ModelNotFoundError: No card names that inpainter.
+    """
+    for folder in model_folders():
+        if _card(folder).get("inpainter") == name:
+            return folder
+    raise ModelNotFoundError(
+        f"inpainter {name!r}: no trained weights found (no models/*/card.yaml with "
+        f"'inpainter: {name}'); pass weights: a .safetensors file, a model folder or a "
+        "training run folder"
+    )
+
+
+def resolve_weights(weights: str | Path | None, name: str) -> Path:
     """The generator file meant by ``weights``.
 
     Args:
-        weights: A ``.safetensors`` file, a model folder with ``card.yaml``, or a training
-            run folder (its latest checkpoint's generator is used).
-        name: The inpainter asking, for messages.
+        weights: A ``.safetensors`` file, a model folder with ``card.yaml``, a training run
+            folder (its latest checkpoint's generator), a checkpoint folder, or None for
+            the model card that names the inpainter ``name``.
+        name: The inpainter asking.
 
     Raises:
         ModelNotFoundError: Nothing loadable at that path.
     """
+    if weights is None:
+        return resolve_weights(find_model(name), name)
     path = Path(weights).expanduser()
     if path.is_file():
         return path
     if (path / "card.yaml").is_file():
-        import yaml
-
-        card = yaml.safe_load((path / "card.yaml").read_text(encoding="utf-8")) or {}
-        return resolve_weights(path / str(card.get("weights", "model.safetensors")), name)
+        return path / str(_card(path).get("weights", "model.safetensors"))
     latest = path / "checkpoints" / "latest"
     if latest.is_file():
-        return (
-            path
-            / "checkpoints"
-            / latest.read_text(encoding="utf-8").strip()
-            / "generator.safetensors"
-        )
+        step = latest.read_text(encoding="utf-8").strip()
+        return path / "checkpoints" / step / "generator.safetensors"
     if (path / "generator.safetensors").is_file():  # a checkpoint folder
         return path / "generator.safetensors"
     raise ModelNotFoundError(
@@ -220,19 +251,19 @@ def resolve_weights(weights: str | Path, name: str) -> Path:
     )
 
 
-def load_network(
-    weights: str | Path, name: str, network_class: type[EncoderDecoderGenerator]
-) -> EncoderDecoderGenerator:
-    """Rebuild a generator from its weight file.
+def load_network(weights: str | Path | None, name: str, skips: bool) -> EncoderDecoderGenerator:
+    """Rebuild a generator from its weight file (``weights`` as :func:`resolve_weights`).
 
     Raises:
         M2FError: The file belongs to another inpainter or does not fit the architecture.
     """
     path = resolve_weights(weights, name)
+    if not path.is_file():
+        raise ModelNotFoundError(f"inpainter {name!r}: weight file not found: {path}")
     metadata, tensors = read_generator(path)
     if metadata.get("inpainter") != name:
         raise M2FError(f"inpainter {name!r}: {path} holds {metadata.get('inpainter')!r} weights")
-    network = network_class(**json.loads(metadata["arch_args"]))
+    network = EncoderDecoderGenerator(skips, **json.loads(metadata["arch_args"]))
     try:
         network.load_state_dict({k: v.float() for k, v in tensors.items()})
     except RuntimeError as exc:
@@ -254,49 +285,3 @@ def to_uint8(output: torch.Tensor) -> np.ndarray:
     """Network output in [-1, 1], N×3×H×W → uint8 N×H×W×3."""
     scaled = (output.float() + 1.0) * 127.5
     return scaled.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-class GeneratorInpainter(Inpainter):
-    """Runs a trained generator; subclasses name the architecture.
-
-    Args:
-        weights: A ``.safetensors`` generator file, a model folder with ``card.yaml``, or
-            a training run folder (its latest checkpoint).
-        device: ``cpu`` or ``cuda``.
-        batch_size: Crops per forward pass.
-    """
-
-    #: The inpainter's registered name, also stored in its weight files.
-    model_name: ClassVar[str]
-    #: The generator architecture.
-    network_class: ClassVar[type[EncoderDecoderGenerator]]
-
-    def __init__(self, weights: str, device: str = "cpu", batch_size: int = 32) -> None:
-        if device not in ("cpu", "cuda"):
-            raise M2FError(f"inpainter {self.model_name!r}: device must be cpu or cuda")
-        if device == "cuda" and not torch.cuda.is_available():
-            raise M2FError(f"inpainter {self.model_name!r}: CUDA is not available")
-        if batch_size < 1:
-            raise M2FError(f"inpainter {self.model_name!r}: batch_size must be at least 1")
-        self.device = torch.device(device)
-        self.batch_size = batch_size
-        self.network = load_network(weights, self.model_name, self.network_class)
-        self.network.to(self.device, memory_format=torch.channels_last)
-
-    def inpaint(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
-        height, width = images.shape[1:3]
-        m = self.network.multiple
-        pad_h, pad_w = (-height) % m, (-width) % m
-        outputs = []
-        with torch.inference_mode():
-            for i in range(0, len(images), self.batch_size):
-                image, hole = to_tensors(
-                    images[i : i + self.batch_size], holes[i : i + self.batch_size]
-                )
-                if pad_h or pad_w:
-                    # Padded pixels count as known context mirrored from the border.
-                    image = F.pad(image, (0, pad_w, 0, pad_h), mode="reflect")
-                    hole = F.pad(hole, (0, pad_w, 0, pad_h))
-                out = self.network(image.to(self.device), hole.to(self.device))
-                outputs.append(to_uint8(out[:, :, :height, :width].cpu()))
-        return np.concatenate(outputs)

@@ -2,23 +2,23 @@
 
 The ablation of ``unet-gan``: the same depth, widths, losses, data and step budget, but the
 decoder sees only the bottleneck, so everything it paints must pass through the coarsest
-grid. Importing this module imports torch; the registry loads it only when used.
+grid. Like ``unet-gan`` this module imports no torch until an inpainter is built.
 """
 
 from __future__ import annotations
 
-from m2f_bench.inpainters._nets import EncoderDecoderGenerator, GeneratorInpainter
+from m2f_bench.inpainters.unet_gan import UNetGANInpainter
 
 
-class ContextEncoderGenerator(EncoderDecoderGenerator):
-    """Encoder–decoder whose decoder levels see no encoder features."""
+class BaselineGANInpainter(UNetGANInpainter):
+    """Context-Encoder-style GAN without skips (trained with ``m2f-bench train``).
 
-    skips = False
-
-
-class BaselineGANInpainter(GeneratorInpainter):
-    """Context-Encoder-style GAN without skips (trained with ``m2f-bench train``)."""
+    Args:
+        weights: As for ``unet-gan``; the file must hold ``baseline-gan`` weights.
+        device: ``cpu`` or ``cuda``.
+        batch_size: Crops per forward pass.
+    """
 
     name = "baseline-gan"
     model_name = "baseline-gan"
-    network_class = ContextEncoderGenerator
+    skips = False

@@ -1,26 +1,83 @@
 """``unet-gan``: the Mask2Face inpainter, a U-Net generator trained with a PatchGAN.
 
-Importing this module imports torch; the registry loads it only when ``unet-gan`` is used.
+This module imports no torch, so listing the registry stays light; the network
+(:mod:`m2f_bench.inpainters._nets`) is imported when an inpainter is built or trained.
 """
 
 from __future__ import annotations
 
-from m2f_bench.inpainters._nets import EncoderDecoderGenerator, GeneratorInpainter
+from typing import Any, ClassVar
+
+import numpy as np
+
+from m2f_bench.errors import M2FError
+from m2f_bench.inpainters.base import Inpainter
 
 
-class UNetGenerator(EncoderDecoderGenerator):
-    """U-Net: every decoder level concatenates the encoder features of its resolution.
+class UNetGANInpainter(Inpainter):
+    """Mask2Face U-Net GAN (trained with ``m2f-bench train``; weights: file, card or run).
 
-    The skips carry the known pixels around the hole to the output at full detail, which
-    is what lets the filled region match the face around it.
+    The U-Net's skips carry the known pixels around the hole to the output at full detail,
+    which is what lets the filled region match the face around it.
+
+    Args:
+        weights: A ``.safetensors`` generator file, a model folder with ``card.yaml``, a
+            training run folder (its latest checkpoint) or a checkpoint folder; by default
+            the model whose card names this inpainter.
+        device: ``cpu`` or ``cuda``.
+        batch_size: Crops per forward pass.
     """
 
-    skips = True
-
-
-class UNetGANInpainter(GeneratorInpainter):
-    """Mask2Face U-Net GAN (trained with ``m2f-bench train``; weights: file, card or run)."""
-
     name = "unet-gan"
-    model_name = "unet-gan"
-    network_class = UNetGenerator
+    #: The registered name, also stored in (and checked against) the weight files.
+    model_name: ClassVar[str] = "unet-gan"
+    #: Whether the decoder sees the encoder features of its resolution.
+    skips: ClassVar[bool] = True
+
+    def __init__(
+        self, weights: str | None = None, device: str = "cpu", batch_size: int = 32
+    ) -> None:
+        import torch
+
+        from m2f_bench.inpainters._nets import load_network
+
+        where = f"inpainter {self.model_name!r}"
+        if device not in ("cpu", "cuda"):
+            raise M2FError(f"{where}: device must be cpu or cuda, got {device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise M2FError(f"{where}: CUDA is not available")
+        if batch_size < 1:
+            raise M2FError(f"{where}: batch_size must be at least 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.network = load_network(weights, self.model_name, self.skips)
+        self.network.to(self.device, memory_format=torch.channels_last)
+
+    @classmethod
+    def build_network(cls, **arch_args: Any):
+        """A freshly initialised generator of this architecture (for training)."""
+        from m2f_bench.inpainters._nets import EncoderDecoderGenerator
+
+        return EncoderDecoderGenerator(cls.skips, **arch_args)
+
+    def inpaint(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
+        import torch
+        from torch.nn import functional as F
+
+        from m2f_bench.inpainters._nets import to_tensors, to_uint8
+
+        height, width = images.shape[1:3]
+        m = self.network.multiple
+        pad_h, pad_w = (-height) % m, (-width) % m
+        outputs = []
+        with torch.inference_mode():
+            for i in range(0, len(images), self.batch_size):
+                chunk = slice(i, i + self.batch_size)
+                image, hole = to_tensors(images[chunk], holes[chunk])
+                if pad_h or pad_w:
+                    # Padded pixels are known context mirrored from the border.
+                    image = F.pad(image, (0, pad_w, 0, pad_h), mode="reflect")
+                    hole = F.pad(hole, (0, pad_w, 0, pad_h))
+                out = self.network(image.to(self.device), hole.to(self.device))
+                outputs.append(to_uint8(out[:, :, :height, :width].cpu()))
+        return np.concatenate(outputs)

@@ -158,9 +158,9 @@ class Trainer:
     def __init__(self, config: TrainConfig, run_dir: Path, ctx: DistContext) -> None:
         self.config, self.run_dir, self.ctx = config, run_dir, ctx
         torch.manual_seed(config.seed)
-        network_class = INPAINTERS.get(config.model.name).network_class
+        build = INPAINTERS.get(config.model.name).build_network
         cl = torch.channels_last
-        self.generator: EncoderDecoderGenerator = network_class(**config.model.arch_args()).to(
+        self.generator: EncoderDecoderGenerator = build(**config.model.arch_args()).to(
             ctx.device, memory_format=cl
         )
         self.discriminator = PatchDiscriminator(
