@@ -319,3 +319,23 @@ def test_importing_the_inpainters_does_not_import_torch():
     code = "import sys, m2f_bench.inpainters; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_onnx_export_matches_pytorch_and_runs_as_an_onnx_inpainter(
+    prepared, finished_run, tmp_path
+):
+    from m2f_bench.training.export import TOLERANCE, export_onnx
+
+    path = tmp_path / "tiny.onnx"
+    error = export_onnx(str(finished_run), path, size=SIZE)
+    assert error <= TOLERANCE
+    spec = parse_config(tiny_config(prepared)).data
+    val = ValidationSet.build(PreparedSplit(prepared, "val"), spec, seed=3)
+    onnx = build_inpainter(
+        {"type": "onnx", "model": str(path), "image_range": [-1, 1], "layout": "nchw"}
+    )
+    torch_inpainter = build_inpainter({"type": "unet-gan", "weights": str(finished_run)})
+    a, b = onnx(val.masked, val.holes), torch_inpainter(val.masked, val.holes)
+    # Float outputs within 1e-4 of each other may still round to neighbouring uint8 values.
+    assert np.abs(a.astype(int) - b).max() <= 1
+    assert (a == b).mean() > 0.99

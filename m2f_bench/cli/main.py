@@ -466,5 +466,26 @@ def train(
         typer.echo(f"resume with: m2f-bench train {config} --out {out} --resume")
 
 
+@app.command("export-onnx")
+@cli_errors
+def export_onnx(
+    model: Annotated[
+        str,
+        typer.Argument(help="unet-gan / baseline-gan (model card), weights file or run folder."),
+    ],
+    out: Annotated[Path, typer.Argument(help="The .onnx file to write.")],
+    size: Annotated[int, typer.Option(help="Crop side to trace and check at.", min=16)] = 128,
+) -> None:
+    """Export a trained generator to ONNX (checked against PyTorch within 1e-4)."""
+    from m2f_bench.training.export import export_onnx as run_export
+
+    error = run_export(model, out, size=size)
+    typer.echo(f"{out}: max |ONNX - PyTorch| = {error:.1e}")
+    typer.echo(
+        "evaluate it with: {type: onnx, model: " + str(out) + ", layout: nchw, "
+        "image_range: [-1, 1], mask_value: 1}"
+    )
+
+
 def main() -> None:  # pragma: no cover - console-script shim
     app()
