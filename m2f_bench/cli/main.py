@@ -440,7 +440,7 @@ def train(
 ) -> None:
     """Train a learned inpainter (unet-gan, baseline-gan) on a prepared face folder.
 
-    Run under ``torchrun --nproc-per-node N`` for data-parallel training.
+    Data-parallel: ``torchrun --nproc-per-node N $(which m2f-bench) train ...``.
     """
     from m2f_bench.training.config import load_config
     from m2f_bench.training.loop import train as run_train

@@ -1,6 +1,6 @@
 """Process-group set-up for data-parallel training launched by ``torchrun``.
 
-``torchrun --nproc-per-node N -m m2f_bench.cli.main train ...`` sets ``RANK``,
+``torchrun --nproc-per-node N $(which m2f-bench) train ...`` sets ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous address; a plain ``m2f-bench train``
 sets none of them and runs as the single rank 0 without a process group. CUDA ranks use
 NCCL, CPU ranks gloo.
