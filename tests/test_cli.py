@@ -211,6 +211,8 @@ def test_validate_accepts_shipped_protocols_and_rejects_bad_ones(tmp_path):
     result = _run("validate", *shipped)
     assert result.exit_code == 0, result.output
     assert result.stdout.count(": ok") == len(shipped)
+    training = [p for p in shipped if p.name.startswith("train-")]
+    assert result.stdout.count("ok (training config)") == len(training) >= 2
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\nname: x\ndataset: {name: lfw}\ninpainters: [{type: telea}]\n")
     result = _run("validate", bad)

@@ -5,6 +5,7 @@ import shlex
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -56,11 +57,22 @@ def test_import_loads_no_heavy_back_end():
     assert done.stdout.strip() == "[]"
 
 
+#: Learned inpainters find their weights through the model cards in models/; until weights
+#: are shipped there, tests/test_training.py builds them from a trained run instead.
+LEARNED = {"unet-gan", "baseline-gan"}
+
+
+def _shipped(name: str) -> bool:
+    cards = (Path(__file__).parents[1] / "models").glob("*/card.yaml")
+    return any(f"inpainter: {name}" in card.read_text() for card in cards)
+
+
 def test_every_entry_without_required_arguments_runs_and_composites():
     buildable = [name for name in INPAINTERS.names() if not required_arguments(name)]
-    assert {"masked", *CLASSICAL} <= set(buildable)
+    assert {"masked", *CLASSICAL, *LEARNED} <= set(buildable)
     # A new entry that needs arguments must get its own test, like these three.
     assert set(INPAINTERS.names()) - set(buildable) == NEEDS_ARGUMENTS
+    buildable = [name for name in buildable if name not in LEARNED or _shipped(name)]
     images, holes = masked_batch()
     before = images.copy()
     for name in buildable:

@@ -240,7 +240,7 @@ def test_top_edge_reaches_from_mid_nose_to_under_the_eyes(face) -> None:
     heights = []
     for k in range(40):
         masked = apply_mask(crop, points, "surgical_blue", image_id=f"f{k}")
-        column = masked.hole[:, int(round(points[28, 0]))]
+        column = masked.hole[:, round(float(points[28, 0]))]
         top = np.nonzero(column)[0].min()
         heights.append((top - points[27, 1]) / np.hypot(*(points[8] - points[27])) / down[1])
     heights = np.array(heights)

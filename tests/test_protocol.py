@@ -7,7 +7,12 @@ import pytest
 from m2f_bench.evaluation.check import check_protocol
 from m2f_bench.evaluation.protocol import ProtocolError, load_protocol, parse_protocol
 
-PROTOCOLS = sorted((Path(__file__).parents[1] / "protocols").glob("*.yaml"))
+# Training configs (train-*.yaml) live beside the protocols; tests/test_training.py checks them.
+PROTOCOLS = sorted(
+    p
+    for p in (Path(__file__).parents[1] / "protocols").glob("*.yaml")
+    if not p.name.startswith("train-")
+)
 MINIMAL = {
     "version": 1,
     "name": "t",
