@@ -249,3 +249,32 @@ def test_lfw_quick_subset_end_to_end(lfw_home, model_home, tmp_path):
         same[same.scenario == "clean-clean"].score.mean()
         > same[same.scenario == "masked-clean"].score.mean()
     )
+
+
+def test_a_face_whose_mask_fails_is_a_failure_and_the_run_goes_on(tmp_path, monkeypatch):
+    from m2f_bench import masks
+
+    real = masks.apply_mask
+    state = {"failed": None}
+
+    def flaky(crop, landmarks, mask_type, *, image_id, seed=0):
+        if state["failed"] in (None, image_id):  # the first face asked for, and only it
+            state["failed"] = image_id
+            raise ValueError("cannot convert float NaN to integer")
+        return real(crop, landmarks, mask_type, image_id=image_id, seed=seed)
+
+    monkeypatch.setattr(masks, "apply_mask", flaky)
+    monkeypatch.setenv("M2F_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("M2F_MODEL_HOME", str(tmp_path / "models"))
+    monkeypatch.setenv("M2F_OFFLINE", "1")
+    out = tmp_path / "run"
+    args = ["evaluate", "protocols/demo.yaml", "--out", str(out), "--limit", "3"]
+    result = runner.invoke(app, [*args, "--no-progress", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    failed = [f["image_id"] for f in results["failures"]]
+    assert failed == [state["failed"]]
+    assert "ValueError: cannot convert float NaN to integer" in results["failures"][0]["reason"]
+    assert results["dataset"]["n_failed_images"] == 1
+    per_image = pd.read_csv(out / "per_image.csv")
+    assert state["failed"] not in set(per_image.image_id) and len(set(per_image.image_id)) == 2
