@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +97,32 @@ def closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/nothing"
+
+
+@pytest.fixture
+def plugin_distribution(tmp_path, monkeypatch):
+    """Installs an installed-looking package whose entry points a registry finds afresh.
+
+    Call it with the package name, its ``__init__.py`` source, the registry, and the
+    entry points as ``{name: "module:attr"}`` in the registry's group.
+    """
+    installed = []
+
+    def install(package: str, source: str, registry, entries: dict[str, str]) -> None:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text(textwrap.dedent(source))
+        info = tmp_path / f"{package}-0.1.dist-info"
+        info.mkdir()
+        name = package.replace("_", "-")
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+        lines = "".join(f"{entry} = {target}\n" for entry, target in entries.items())
+        (info / "entry_points.txt").write_text(f"[{registry.entry_point_group}]\n{lines}")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        # The module registry scans entry points once; scan again with this one on the path.
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+        monkeypatch.setattr(registry, "_entry_points_loaded", False)
+        installed.append(package)
+
+    yield install
+    for package in installed:
+        sys.modules.pop(package, None)

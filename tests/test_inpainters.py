@@ -4,7 +4,6 @@ import inspect
 import shlex
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import cv2
@@ -268,38 +267,25 @@ def test_python_target_errors():
 
 
 @pytest.fixture
-def fake_distribution(tmp_path, monkeypatch):
+def fake_distribution(plugin_distribution):
     """An installed-looking distribution declaring ``my-inpainter``, found afresh."""
-    package = tmp_path / "fake_pkg"
-    package.mkdir()
-    (package / "__init__.py").write_text(
-        textwrap.dedent(
-            '''
-            import numpy as np
+    plugin_distribution(
+        "fake_pkg",
+        '''
+        import numpy as np
 
-            class MyInpainter:
-                """Fills holes with one grey value."""
+        class MyInpainter:
+            """Fills holes with one grey value."""
 
-                def __init__(self, value=50):
-                    self.value = value
+            def __init__(self, value=50):
+                self.value = value
 
-                def inpaint(self, images, holes):
-                    return np.full_like(images, self.value)
-            '''
-        )
+            def inpaint(self, images, holes):
+                return np.full_like(images, self.value)
+        ''',
+        INPAINTERS,
+        {"my-inpainter": "fake_pkg:MyInpainter"},
     )
-    info = tmp_path / "fake_pkg-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-pkg\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        "[m2f_bench.inpainters]\nmy-inpainter = fake_pkg:MyInpainter\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    # The module registry scans entry points once; scan again with this one on the path.
-    monkeypatch.setattr(INPAINTERS, "_entries", dict(INPAINTERS._entries))
-    monkeypatch.setattr(INPAINTERS, "_entry_points_loaded", False)
-    yield
-    sys.modules.pop("fake_pkg", None)
 
 
 @pytest.mark.usefixtures("fake_distribution")

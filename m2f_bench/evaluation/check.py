@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from m2f_bench.errors import M2FError
 from m2f_bench.evaluation.protocol import Protocol, ProtocolError
 from m2f_bench.registry import check_arguments
@@ -51,9 +53,7 @@ def check_protocol(protocol: Protocol, source: str = "<protocol>") -> None:
     for i, plugin in enumerate(protocol.recognizers):
         at(
             f"recognizers.{i}",
-            lambda p=plugin: check_arguments(
-                f"recognizer {p.type!r}", RECOGNIZERS.get(p.type), p.args, supplied=("settings",)
-            ),
+            lambda p=plugin: _check_recognizer(p.type, RECOGNIZERS.get(p.type), p.args),
         )
     for i, name in enumerate(protocol.metrics):
         if name == "id_sim":
@@ -61,3 +61,12 @@ def check_protocol(protocol: Protocol, source: str = "<protocol>") -> None:
                 raise ProtocolError(f"{source}: metrics.{i}: id_sim needs a recognizer")
             continue
         at(f"metrics.{i}", lambda name=name: METRICS.get(name))
+
+
+def _check_recognizer(name: str, factory: Any, args: dict[str, Any]) -> None:
+    """Arguments against the constructor, then the recognizer's own check of their values."""
+    from m2f_bench.recognition import Recognizer
+
+    check_arguments(f"recognizer {name!r}", factory, args, supplied=("settings",))
+    if isinstance(factory, type) and issubclass(factory, Recognizer):
+        factory.check_spec(args)

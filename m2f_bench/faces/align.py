@@ -36,6 +36,76 @@ CROP_SPAN = 160.0
 CROP_CENTER = (56.0, 64.0)
 
 
+@dataclass(frozen=True)
+class ChipSpec:
+    """A recognizer's chip: a window of the ArcFace template, sampled at a pixel size.
+
+    Positions are template pixels, the coordinates of :data:`ARCFACE_TEMPLATE`; a chip
+    pixel ``q`` samples template point ``window[:2] + q / scale``, insightface's convention
+    for chips other than 112×112 (``face_align.estimate_norm`` scales the template). A
+    112×96 model takes ``window=(8, 0, 104, 112)``: columns 8–104 of the 112×112 chip.
+
+    Args:
+        size: Chip height and width in pixels.
+        window: Left, top, right and bottom edge in template pixels; it must keep the
+            chip's aspect ratio (one scale for both axes) and lie inside the crop.
+    """
+
+    size: tuple[int, int] = (CHIP_SIZE, CHIP_SIZE)
+    window: tuple[float, float, float, float] = (0.0, 0.0, float(CHIP_SIZE), float(CHIP_SIZE))
+
+    def __post_init__(self) -> None:
+        height, width = self.size
+        if not (0 < height <= 2048 and 0 < width <= 2048):
+            raise ValueError(f"chip size must be 1 to 2048 px a side, got {height}×{width}")
+        check_window(self.window)
+        left, top, right, bottom = self.window
+        if not np.isclose((right - left) * height, (bottom - top) * width, rtol=1e-6):
+            raise ValueError(
+                f"chip window {right - left:g}×{bottom - top:g} (width×height, template px) "
+                f"does not have the aspect ratio of the {height}×{width} (height×width) chip"
+            )
+
+    @classmethod
+    def centred(cls, height: int, width: int) -> ChipSpec:
+        """The window centred on the 112×112 chip whose longer side spans 112 template px."""
+        span = CHIP_SIZE / max(height, width)
+        half_w, half_h = width * span / 2.0, height * span / 2.0
+        mid = CHIP_SIZE / 2.0
+        return cls((height, width), (mid - half_w, mid - half_h, mid + half_w, mid + half_h))
+
+    @property
+    def scale(self) -> float:
+        """Chip pixels per template pixel."""
+        return self.size[1] / (self.window[2] - self.window[0])
+
+    def arcface_box(self) -> tuple[int, int, int, int] | None:
+        """The window as whole pixels of the 112×112 chip, if it is one at scale 1."""
+        box = tuple(int(v) for v in self.window)
+        inside = min(box[:2]) >= 0 and max(box[2:]) <= CHIP_SIZE
+        if self.scale == 1.0 and box == self.window and inside:
+            return box
+        return None
+
+
+def check_window(window: tuple[float, float, float, float]) -> None:
+    """Raise ValueError unless ``window`` is a non-empty box inside the crop window."""
+    left, top, right, bottom = window
+    if not (left < right and top < bottom):
+        raise ValueError(f"chip window {list(window)} must have left < right and top < bottom")
+    x0, y0 = (c - CROP_SPAN / 2.0 for c in CROP_CENTER)
+    x1, y1 = x0 + CROP_SPAN, y0 + CROP_SPAN
+    if left < x0 or top < y0 or right > x1 or bottom > y1:
+        raise ValueError(
+            f"chip window {list(window)} reaches outside the aligned crop "
+            f"(x {x0:g}…{x1:g}, y {y0:g}…{y1:g} in template px)"
+        )
+
+
+#: The standard 112×112 ArcFace chip.
+ARCFACE_CHIP = ChipSpec()
+
+
 def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares similarity transform (rotation, uniform scale, shift) from src to dst.
 
@@ -89,10 +159,19 @@ class CropGeometry:
     @cached_property
     def chip_matrix(self) -> np.ndarray:
         """The fixed 2×3 affine warp from crop pixels to the 112×112 ArcFace chip."""
-        inv = 1.0 / self.scale
+        return self.chip_matrix_for(ARCFACE_CHIP)
+
+    def chip_matrix_for(self, spec: ChipSpec) -> np.ndarray:
+        """The fixed 2×3 affine warp from crop pixels to the chip ``spec``."""
+        s = spec.scale
+        inv = s / self.scale
+        left, top = spec.window[:2]
         cx, cy = CROP_CENTER
         return np.array(
-            [[inv, 0.0, cx - CROP_SPAN / 2.0], [0.0, inv, cy - CROP_SPAN / 2.0]],
+            [
+                [inv, 0.0, (cx - CROP_SPAN / 2.0 - left) * s],
+                [0.0, inv, (cy - CROP_SPAN / 2.0 - top) * s],
+            ],
             dtype=np.float64,
         )
 
@@ -111,17 +190,26 @@ class CropGeometry:
             borderValue=0,
         )
 
-    def chip(self, crops: np.ndarray) -> np.ndarray:
-        """ArcFace chips (…×112×112×3) from crops (…×size×size×3), bicubic."""
-        crops = np.asarray(crops)
-        if crops.ndim == 3:
-            return self._chip_one(crops)
-        return np.stack([self._chip_one(c) for c in crops])
+    def chip(self, crops: np.ndarray, spec: ChipSpec = ARCFACE_CHIP) -> np.ndarray:
+        """Recognizer chips (…×height×width×3, default 112×112) from crops, bicubic.
 
-    def _chip_one(self, crop: np.ndarray) -> np.ndarray:
+        A whole-pixel window of the 112×112 chip at its scale is cut from that chip, so it
+        holds exactly its pixels (a warp with another shift can round differently).
+        """
+        crops = np.asarray(crops)
+        if spec != ARCFACE_CHIP and (box := spec.arcface_box()) is not None:
+            left, top, right, bottom = box
+            return self.chip(crops)[..., top:bottom, left:right, :]
+        matrix = self.chip_matrix if spec == ARCFACE_CHIP else self.chip_matrix_for(spec)
+        if crops.ndim == 3:
+            return self._chip_one(crops, matrix, spec)
+        return np.stack([self._chip_one(c, matrix, spec) for c in crops])
+
+    def _chip_one(self, crop: np.ndarray, matrix: np.ndarray, spec: ChipSpec) -> np.ndarray:
         if crop.shape[:2] != (self.size, self.size):
             raise ValueError(f"expected a {self.size}×{self.size} crop, got {crop.shape[:2]}")
-        return cv2.warpAffine(crop, self.chip_matrix, (CHIP_SIZE, CHIP_SIZE), flags=cv2.INTER_CUBIC)
+        height, width = spec.size
+        return cv2.warpAffine(crop, matrix, (width, height), flags=cv2.INTER_CUBIC)
 
 
 def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:

@@ -1,5 +1,11 @@
-"""Recognition: identity embeddings of aligned crops, their similarity, and their cache."""
+"""Recognition: identity embeddings of aligned crops, their similarity, and their cache.
 
+Built-ins: ``arcface-onnx`` (any ArcFace-family ONNX model) and ``dlib-resnet``; ``python``
+builds any importable :class:`Recognizer` subclass. Installed packages add more through
+the ``m2f_bench.recognizers`` entry-point group.
+"""
+
+from m2f_bench.recognition import python  # noqa: F401  (registration)
 from m2f_bench.recognition.base import RECOGNIZERS, Recognizer, build_recognizer, cosine
 from m2f_bench.recognition.cache import EmbeddingCache
 

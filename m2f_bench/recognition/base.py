@@ -55,6 +55,18 @@ class Recognizer(ABC):
             float32 N×D, each row of unit L2 norm.
         """
 
+    @classmethod
+    def check_spec(cls, args: Mapping[str, Any]) -> None:
+        """Check a protocol's arguments beyond the signature, without building anything.
+
+        ``m2f-bench validate`` calls this after matching ``args`` against the constructor;
+        override it to reject bad values early. It must not open model files.
+
+        Raises:
+            M2FError: An argument's value is wrong.
+        """
+        return None  # by default the signature check is all there is
+
     @property
     def key(self) -> str:
         """Short stable id of :meth:`config`: equal keys mean interchangeable embeddings."""
@@ -62,7 +74,34 @@ class Recognizer(ABC):
         return f"{self.name}-{hashlib.sha256(blob).hexdigest()[:12]}"
 
 
+#: Recognizers by name; third parties add theirs through the ``m2f_bench.recognizers`` group.
 RECOGNIZERS: Registry[type[Recognizer]] = Registry("recognizer", "m2f_bench.recognizers")
+
+
+def construct_recognizer(
+    label: str, factory: Any, args: Mapping[str, Any], settings: Settings
+) -> Recognizer:
+    """``factory(**args)``, arguments checked first, ``settings`` added where it is taken.
+
+    Raises:
+        M2FError: An argument is unknown or missing, or ``factory`` did not make a
+            :class:`Recognizer`.
+    """
+    args = dict(args)
+    check_arguments(label, factory, args, supplied=("settings",))
+    try:
+        takes_settings = "settings" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        takes_settings = False
+    if takes_settings:
+        args["settings"] = settings
+    made = factory(**args)
+    if not isinstance(made, Recognizer):
+        raise M2FError(
+            f"{label} made a {type(made).__name__}, not a Recognizer "
+            "(subclass m2f_bench.recognition.Recognizer)"
+        )
+    return made
 
 
 def build_recognizer(spec: Mapping[str, Any], settings: Settings) -> Recognizer:
@@ -71,18 +110,15 @@ def build_recognizer(spec: Mapping[str, Any], settings: Settings) -> Recognizer:
     ``settings`` is passed to recognizers whose constructor takes it (to find weights).
 
     Raises:
-        M2FError: No ``type``, or arguments the recognizer does not take.
+        M2FError: No ``type``, arguments the recognizer does not take, or an entry that
+            does not make a :class:`Recognizer`.
         UnknownNameError: No recognizer of that name (the message lists close matches).
     """
     args = dict(spec)
     name = args.pop("type", None)
     if not isinstance(name, str):
         raise M2FError(f"a recognizer spec needs a 'type' naming one of {RECOGNIZERS.names()}")
-    cls = RECOGNIZERS.get(name)
-    check_arguments(f"recognizer {name!r}", cls, args, supplied=("settings",))
-    if "settings" in inspect.signature(cls).parameters:
-        args["settings"] = settings
-    return cls(**args)
+    return construct_recognizer(f"recognizer {name!r}", RECOGNIZERS.get(name), args, settings)
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
