@@ -191,12 +191,14 @@ def test_summary_keys_and_point_estimates():
         "auc_ci_low",
         "auc_ci_high",
         "n_pairs",
+        "n_impostor",
     }
     accuracy = kfold_accuracy(scores, labels, folds)
     assert summary["acc_mean"] == accuracy.mean and summary["acc_std"] == accuracy.std
     assert summary["auc"] == roc_auc(scores, labels)
     assert summary["tar_far1e-2"] == tar_at_far(scores, labels, 1e-2)
     assert summary["n_pairs"] == 300
+    assert summary["n_impostor"] == int((~labels.astype(bool)).sum())
     assert summary["acc_ci_low"] < summary["acc_mean"] < summary["acc_ci_high"]
     assert summary["auc_ci_low"] < summary["auc"] < summary["auc_ci_high"]
 

@@ -397,6 +397,20 @@ def list_plugins(
                 typer.echo(f"  {item}")
 
 
+def _machine_line() -> str:
+    import platform
+
+    return f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
+
+
+def _peak_memory_line() -> str:
+    import resource
+
+    main_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return f"peak memory: main process {main_mib:.0f} MiB, largest worker {child_mib:.0f} MiB"
+
+
 @benchmark_app.command("prepare")
 @cli_errors
 def benchmark_prepare(
@@ -415,8 +429,6 @@ def benchmark_prepare(
 
     Prints images/s and the peak resident memory of the main and the worker processes.
     """
-    import platform
-    import resource
     import tempfile
 
     from m2f_bench.faces.pipeline import AlignerConfig
@@ -435,16 +447,108 @@ def benchmark_prepare(
     )
     with tempfile.TemporaryDirectory(prefix="m2f-bench-") as tmp:
         summary = run_prepare(records, config, tmp, workers=workers, progress=False)
-    main_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    child_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    typer.echo(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}")
+    typer.echo(_machine_line())
     typer.echo(
         f"prepare {dataset}: {summary.n_images} images, size {size}, {len(types)} mask "
         f"types, {workers} workers: {summary.images_per_second:.1f} images/s "
         f"({summary.seconds:.1f} s, {summary.n_failed} failed) = "
         f"{summary.images_per_second * len(types):.0f} masked crops/s"
     )
-    typer.echo(f"peak memory: main process {main_mib:.0f} MiB, largest worker {child_mib:.0f} MiB")
+    typer.echo(_peak_memory_line())
+
+
+@benchmark_app.command("train")
+@cli_errors
+def benchmark_train(
+    configs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Training configs [default: protocols/train-unet-gan.yaml and "
+            "protocols/train-baseline-gan.yaml]."
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    threads: Annotated[
+        int | None, typer.Option(help="Intra-op CPU threads [default: one per core].", min=1)
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Timed training steps per model.", min=1)] = 6,
+    onnx: Annotated[bool, typer.Option(help="Also time ONNX Runtime inference.")] = True,
+) -> None:
+    """Training and inference images/s (batch 32) of the learned inpainters, peak memory.
+
+    Synthetic batches, untimed warm-up steps; the data loader is not included.
+    """
+    import platform
+
+    import torch
+
+    from m2f_bench.training.benchmark import benchmark_inference, benchmark_training, format_line
+    from m2f_bench.training.config import load_config
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    paths = configs or [
+        Path("protocols/train-unet-gan.yaml"),
+        Path("protocols/train-baseline-gan.yaml"),
+    ]
+    typer.echo(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+        + (
+            f", {torch.cuda.get_device_name()}"
+            if device != "cpu" and torch.cuda.is_available()
+            else ""
+        )
+    )
+    for path in paths:
+        spec = load_config(path)
+        typer.echo(format_line(benchmark_training(spec, device=device, steps=steps)))
+        for line in benchmark_inference(spec, device=device, onnx=onnx):
+            typer.echo(format_line(line))
+
+
+@benchmark_app.command("recognize")
+@cli_errors
+def benchmark_recognize(
+    prepared: Annotated[Path, typer.Argument(help="A prepare output folder (crops, landmarks).")],
+    recognizer: Annotated[str, typer.Option(help="Recognizer type.")] = "dlib-resnet",
+    split: Annotated[str, typer.Option(help="The manifest split to read.")] = "test",
+    limit: Annotated[int, typer.Option(help="Crops to embed.", min=1)] = 512,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (dlib-resnet) [default: one per CPU].")
+    ] = None,
+    model_home: ModelHome = None,
+) -> None:
+    """Faces/s of a recognizer on prepared crops, and peak memory."""
+    import time
+
+    import numpy as np
+
+    from m2f_bench.faces.align import CropGeometry
+    from m2f_bench.recognition import build_recognizer
+    from m2f_bench.training.data import PreparedSplit
+
+    faces = PreparedSplit(prepared, split)
+    loaded = [faces.load(i) for i in range(min(limit, len(faces)))]
+    crops = np.stack([c for c, _ in loaded])
+    landmarks = np.stack([lm for _, lm in loaded])
+    spec: dict = {"type": recognizer}
+    if workers is not None:
+        spec["workers"] = workers
+    model = build_recognizer(spec, _settings(None, model_home, False))
+    geometry = CropGeometry(crops.shape[1])
+    model.embed(crops[:2], geometry, landmarks[:2])  # warm-up (workers start, sessions load)
+    start = time.perf_counter()
+    model.embed(crops, geometry, landmarks)
+    seconds = time.perf_counter() - start
+    if hasattr(model, "close"):
+        model.close()
+    typer.echo(_machine_line())
+    typer.echo(
+        f"{recognizer} ({model.key}): {len(crops)} crops of {crops.shape[1]} px in "
+        f"{seconds:.1f} s = {len(crops) / seconds:.1f} faces/s"
+    )
+    typer.echo(_peak_memory_line())
 
 
 @app.command()

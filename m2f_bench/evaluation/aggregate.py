@@ -122,9 +122,10 @@ def aggregate(
             continue
         verification.append(
             {"recognizer": rec, "scenario": scenario, "inpainter": label}
-            | {k: float(v) if k != "n_pairs" else int(v) for k, v in stats.items()}
+            | {k: int(v) if k.startswith("n_") else float(v) for k, v in stats.items()}
         )
 
+    paired = _paired(per_image, pair_scores, id_columns, fars, n_boot, seed)
     value_columns = pixel_names + list(id_columns.values())
 
     def by(column: str) -> list[dict[str, Any]]:
@@ -143,9 +144,80 @@ def aggregate(
         "verification_errors": verification_errors,
         "by_mask_type": by("mask_type"),
         "by_coverage_bin": by("coverage_bin"),
-        "summary": _summary(results, pixel, identity, verification, per_image),
+        "paired": paired,
+        "summary": _summary(results, pixel, identity, verification, per_image, paired),
         "method": method_text(results),
     }
+
+
+#: The condition every method is compared with, pair for pair and image for image.
+BASELINE = "masked"
+
+
+def _paired(
+    per_image: pd.DataFrame,
+    pair_scores: pd.DataFrame,
+    id_columns: dict[str, str],
+    fars: Sequence[float],
+    n_boot: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Each method minus ``masked``: verification (inpainted↔clean vs masked↔clean, on the
+    same pairs) and id_sim (same images), with paired identity-bootstrap 95 % intervals."""
+    from m2f_bench.metrics.verification import paired_difference
+
+    rows: list[dict[str, Any]] = []
+    labels = [x for x in per_image["inpainter"].unique() if x != BASELINE] if len(per_image) else []
+    if BASELINE not in set(per_image.get("inpainter", ())):
+        return rows
+    base_images = per_image[per_image["inpainter"] == BASELINE].set_index("image_id")
+    key = ["fold", "a", "b"]
+    for rec in dict.fromkeys(list(id_columns) + list(pair_scores.get("recognizer", ()))):
+        rec_pairs = pair_scores[pair_scores["recognizer"] == rec]
+        base_pairs = rec_pairs[rec_pairs["scenario"] == "masked-clean"]
+        for label in labels:
+            row: dict[str, Any] = {"recognizer": rec, "inpainter": label}
+            column = id_columns.get(rec)
+            if column is not None:
+                mine = per_image[per_image["inpainter"] == label].set_index("image_id")
+                both = mine[[column, "identity"]].join(
+                    base_images[[column]].add_suffix("_base"), how="inner"
+                )
+                diff = (both[column] - both[f"{column}_base"]).astype(float).to_numpy()
+                stats = _mean_with_ci(diff, both["identity"].astype(str).to_numpy(), n_boot, seed)
+                row |= {
+                    "d_id_sim": stats["mean"],
+                    "d_id_sim_ci_low": stats["ci_low"],
+                    "d_id_sim_ci_high": stats["ci_high"],
+                }
+            inpainted = rec_pairs[
+                (rec_pairs["scenario"] == "inpainted-clean") & (rec_pairs["inpainter"] == label)
+            ]
+            if len(inpainted) and len(base_pairs):
+                merged = inpainted.merge(base_pairs, on=key, suffixes=("", "_base"))
+                try:
+                    diff = paired_difference(
+                        merged["score"].to_numpy(float),
+                        merged["score_base"].to_numpy(float),
+                        merged["same"].astype(bool).to_numpy(),
+                        merged["fold"].to_numpy(int),
+                        merged["identity_a"].astype(str).to_numpy(),
+                        fars=fars,
+                        n_boot=n_boot,
+                        seed=seed,
+                    )
+                except M2FError as exc:
+                    log.warning("paired difference %s %s: %s", rec, label, exc)
+                else:
+                    for k, v in diff.items():
+                        if k.startswith("d_"):
+                            # d_acc_ci_low → d_acc_inpainted_clean_ci_low
+                            name, _, tail = k.partition("_ci_")
+                            k = f"{name}_inpainted_clean" + (f"_ci_{tail}" if tail else "")
+                        row[k] = v
+                    row["n_pairs"] = len(merged)
+            rows.append(row)
+    return rows
 
 
 def _summary(
@@ -154,6 +226,7 @@ def _summary(
     identity: list[dict],
     verification: list[dict],
     per_image: pd.DataFrame,
+    paired: list[dict] = (),
 ) -> list[dict[str, Any]]:
     recognizers = list(results.get("recognizers", {})) or [""]
     far_key = "tar_far1e-3"
@@ -212,11 +285,16 @@ def _summary(
                         "n_pairs": v["n_pairs"],
                         "auc_inpainted_clean": v["auc"],
                         "tar_far1e-3_inpainted_clean": v.get(far_key),
+                        # Fewer than 10/FAR impostor pairs: a handful of them set the TAR.
+                        "tar_far1e-3_reliable": v.get("n_impostor", 0) >= 10 / 1e-3,
                         "acc_inpainted_clean_ci_low": v["acc_ci_low"],
                         "acc_inpainted_clean_ci_high": v["acc_ci_high"],
                     }
                 elif row["n_pairs"] is None:
                     row["n_pairs"] = v["n_pairs"]
+            for d in paired:
+                if d["inpainter"] == label and d["recognizer"] == rec:
+                    row |= {k: v for k, v in d.items() if k.startswith("d_")}
             rows.append(row)
     return rows
 

@@ -425,7 +425,7 @@ def verification_summary(
 
     Returns:
         ``acc_mean, acc_std, auc, eer``, ``tar_far1e-3``-style keys for ``fars``,
-        ``acc_ci_low, acc_ci_high, auc_ci_low, auc_ci_high, n_pairs``.
+        ``acc_ci_low, acc_ci_high, auc_ci_low, auc_ci_high, n_pairs, n_impostor``.
 
     Raises:
         M2FError: NaN scores, mismatched lengths, fewer than two folds or one kind of pair.
@@ -445,20 +445,106 @@ def verification_summary(
         summary[_far_key(far)] = tar_at_far(scores, labels, far)
 
     members, counts = _cluster_counts(clusters, n_boot, seed)
-    table = _PairCounts(scores, labels, folds, members, counts.shape[1])
-    boot_acc, boot_auc = np.empty(n_boot), np.empty(n_boot)
-    block = max(1, _BLOCK // (table.fold_ids.size * table.u.size))
-    for start in range(0, n_boot, block):
-        pos, neg = table.counts(counts[start : start + block])
-        fold_acc, _ = _kfold_accuracies(table.u, pos, neg)
-        with np.errstate(invalid="ignore"):
-            # nanmean without its all-NaN warning: folds absent from a resample are NaN.
-            present = ~np.isnan(fold_acc)
-            boot_acc[start : start + block] = np.where(present, fold_acc, 0).sum(
-                axis=0
-            ) / present.sum(axis=0)
-        boot_auc[start : start + block] = _auc(pos.sum(axis=0), neg.sum(axis=0))
+    boot = _resampled_statistics(scores, labels, folds, members, counts, fars=())
+    boot_acc, boot_auc = boot["acc"], boot["auc"]
     summary["acc_ci_low"], summary["acc_ci_high"] = _percentile_interval(boot_acc, level)
     summary["auc_ci_low"], summary["auc_ci_high"] = _percentile_interval(boot_auc, level)
     summary["n_pairs"] = int(scores.size)
+    summary["n_impostor"] = int((~labels).sum())
     return summary
+
+
+def _boot_tar(pos: np.ndarray, neg: np.ndarray, far: float) -> np.ndarray:
+    """TAR@FAR of resampled counts (B, k) over distinct scores, as :func:`tar_at_far`."""
+    # Accepting every score ≥ u_j: counts of pairs at or above each distinct score.
+    pos_above = np.cumsum(pos[:, ::-1], axis=1)[:, ::-1]
+    neg_above = np.cumsum(neg[:, ::-1], axis=1)[:, ::-1]
+    n_pos, n_neg = pos.sum(axis=1, keepdims=True), neg.sum(axis=1, keepdims=True)
+    allowed = np.floor(far * n_neg + 1e-9)
+    accepted = np.where(neg_above <= allowed, pos_above, 0.0).max(axis=1, initial=0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_pos[:, 0] > 0, accepted / n_pos[:, 0], np.nan)
+
+
+def _resampled_statistics(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray,
+    members: np.ndarray,
+    counts: np.ndarray,
+    fars: Sequence[float],
+) -> dict[str, np.ndarray]:
+    """k-fold accuracy, AUC and TAR@FAR of each resample (weights ``counts``: B×clusters)."""
+    table = _PairCounts(scores, labels, folds, members, counts.shape[1])
+    n_boot = counts.shape[0]
+    out = {"acc": np.empty(n_boot), "auc": np.empty(n_boot)}
+    out |= {_far_key(far): np.empty(n_boot) for far in fars}
+    block = max(1, _BLOCK // (table.fold_ids.size * table.u.size))
+    for start in range(0, n_boot, block):
+        rows = slice(start, start + block)
+        pos, neg = table.counts(counts[rows])
+        fold_acc, _ = _kfold_accuracies(table.u, pos, neg)
+        with np.errstate(invalid="ignore"):
+            present = ~np.isnan(fold_acc)
+            out["acc"][rows] = np.where(present, fold_acc, 0).sum(axis=0) / present.sum(axis=0)
+        total_pos, total_neg = pos.sum(axis=0), neg.sum(axis=0)
+        out["auc"][rows] = _auc(total_pos, total_neg)
+        for far in fars:
+            out[_far_key(far)][rows] = _boot_tar(total_pos, total_neg, far)
+    return out
+
+
+def paired_difference(
+    scores: np.ndarray,
+    baseline_scores: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray,
+    clusters: np.ndarray,
+    *,
+    fars: Sequence[float] = (1e-3, 1e-2),
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float | bool]:
+    """Accuracy, AUC and TAR@FAR of one condition minus a baseline on the same pairs.
+
+    Paired: each resample of identities (the clusters, as in :func:`bootstrap_ci`) is
+    evaluated under both conditions and the difference taken, so the interval reflects
+    the spread of the difference, not of the two values separately.
+
+    Args:
+        scores: Pair scores of the condition (N,), e.g. inpainted↔clean.
+        baseline_scores: Scores of the same pairs in the baseline condition (N,),
+            e.g. masked↔clean.
+        labels, folds, clusters: As in :func:`verification_summary`.
+
+    Returns:
+        ``d_acc, d_auc`` and ``d_tar_far…`` keys (point differences), each with
+        ``_ci_low``/``_ci_high``; ``tar_far…_reliable`` is False when there are fewer than
+        ``10 / far`` impostor pairs (the TAR then rests on a handful of impostors).
+    """
+    scores, labels, folds, clusters = _check_pairs(
+        scores, labels, ("folds", folds), ("clusters", clusters)
+    )
+    baseline_scores, *_ = _check_pairs(baseline_scores, labels)
+    _check_bootstrap(n_boot, level)
+    point = {
+        "acc": kfold_accuracy(scores, labels, folds).mean
+        - kfold_accuracy(baseline_scores, labels, folds).mean,
+        "auc": roc_auc(scores, labels) - roc_auc(baseline_scores, labels),
+    }
+    for far in fars:
+        point[_far_key(far)] = tar_at_far(scores, labels, far) - tar_at_far(
+            baseline_scores, labels, far
+        )
+    members, counts = _cluster_counts(clusters, n_boot, seed)
+    boot = _resampled_statistics(scores, labels, folds, members, counts, fars)
+    boot_base = _resampled_statistics(baseline_scores, labels, folds, members, counts, fars)
+    n_impostor = int((~labels).sum())
+    out: dict[str, float | bool] = {}
+    for key, value in point.items():
+        low, high = _percentile_interval(boot[key] - boot_base[key], level)
+        out |= {f"d_{key}": float(value), f"d_{key}_ci_low": low, f"d_{key}_ci_high": high}
+    for far in fars:
+        out[f"{_far_key(far)}_reliable"] = n_impostor >= 10 / far
+    return out

@@ -204,6 +204,8 @@ def _cell(row: Mapping[str, Any], column: _Column, verification: Mapping) -> dic
         prefix = "acc" if column.key.startswith("acc_") else "auc"
         low, high = ver.get(f"{prefix}_ci_low"), ver.get(f"{prefix}_ci_high")
     cell["ci"] = _interval(low, high, column.digits, column.percent)
+    if column.key.startswith("tar_far1e-3") and row.get("tar_far1e-3_reliable") is False:
+        cell["ci"] = "unreliable: fewer than 10/FAR impostor pairs"
     return cell
 
 
@@ -307,6 +309,110 @@ def _summary_table(
         "groups": groups,
         "width": 2 + len(pixel) + len(per_rec) + int(show_recognizer),
     }
+
+
+#: Paired differences to ``masked`` shown in the report: (summary key, label, digits, %).
+_PAIRED = (
+    ("d_id_sim", "Δ similarity", 3, False),
+    ("d_acc_inpainted_clean", "Δ accuracy (pts)", 2, True),
+    ("d_auc_inpainted_clean", "Δ AUC", 4, False),
+    ("d_tar_far1e-3_inpainted_clean", "Δ TAR at FAR 10⁻³ (pts)", 2, True),
+    ("d_tar_far1e-2_inpainted_clean", "Δ TAR at FAR 10⁻² (pts)", 2, True),
+)
+
+
+def _signed(value: Any, digits: int, percent: bool) -> str:
+    text = fmt_number(value, digits, percent)
+    return f"+{text}" if _finite(value) and value > 0 else text.replace("-", "−")
+
+
+def _verdict(row: Mapping[str, Any], key: str) -> str:
+    """``better``/``worse`` when the interval excludes 0, else ``unresolved``."""
+    low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+    if not (_finite(low) and _finite(high)):
+        return ""
+    return "better" if low > 0 else "worse" if high < 0 else "unresolved"
+
+
+def _paired_table(results: Mapping[str, Any], inpainters: Sequence[str]) -> dict[str, Any]:
+    """Each method minus ``masked`` per recognizer, and where the recognizers disagree."""
+    rows = [
+        r
+        for r in results.get("summary") or []
+        if _present(r.get("d_id_sim")) or _present(r.get("d_acc_inpainted_clean"))
+    ]
+    keys = [k for k in _PAIRED if any(_present(r.get(k[0])) for r in rows)]
+    table = []
+    for r in sorted(
+        rows,
+        key=lambda r: (
+            str(r.get("recognizer")),
+            inpainters.index(r["inpainter"]) if r["inpainter"] in inpainters else 0,
+        ),
+    ):
+        cells = []
+        for key, _, digits, percent in keys:
+            value = r.get(key)
+            reliable = (
+                not key.startswith("d_tar_far1e-3") or r.get("tar_far1e-3_reliable") is not False
+            )
+            cells.append(
+                {
+                    "text": _signed(value, digits, percent),
+                    "ci": _interval(
+                        r.get(f"{key}_ci_low"), r.get(f"{key}_ci_high"), digits, percent
+                    ),
+                    "verdict": _verdict(r, key) if reliable else "unreliable",
+                }
+            )
+        table.append(
+            {"recognizer": r.get("recognizer"), "inpainter": r["inpainter"], "cells": cells}
+        )
+    return {
+        "header": [label for _, label, _, _ in keys],
+        "rows": table,
+        "agreement": _agreement(rows),
+    }
+
+
+def _agreement(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Sentences on where the recognizers agree and disagree about the methods."""
+    recognizers = list(dict.fromkeys(str(r.get("recognizer")) for r in rows))
+    if len(recognizers) < 2:
+        return []
+    sentences = []
+    for key, label in (
+        ("d_acc_inpainted_clean", "inpainted ↔ clean accuracy"),
+        ("d_id_sim", "identity similarity"),
+    ):
+        best = {}
+        for rec in recognizers:
+            mine = [r for r in rows if str(r.get("recognizer")) == rec and _finite(r.get(key))]
+            if mine:
+                best[rec] = max(mine, key=lambda r: r[key])["inpainter"]
+        if len(best) > 1:
+            if len(set(best.values())) == 1:
+                sentences.append(
+                    f"On {label} every recognizer ranks {next(iter(best.values()))} first."
+                )
+            else:
+                ranks = "; ".join(f"{rec} ranks {name} first" for rec, name in best.items())
+                sentences.append(f"The recognizers disagree on {label}: {ranks}.")
+        verdicts: dict[str, dict[str, str]] = {}
+        for r in rows:
+            verdict = _verdict(r, key)
+            if verdict:
+                verdicts.setdefault(r["inpainter"], {})[str(r.get("recognizer"))] = verdict
+        split = {name: v for name, v in verdicts.items() if len(set(v.values())) > 1}
+        for name, v in split.items():
+            parts = ", ".join(f"{verdict} than masked with {rec}" for rec, verdict in v.items())
+            sentences.append(f"{name} on {label}: {parts}.")
+        if verdicts and not split:
+            sentences.append(
+                f"On {label} against masked, every recognizer reaches the same verdict "
+                "for every method."
+            )
+    return sentences
 
 
 def _baselines(results: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -673,6 +779,7 @@ def render_report(
         "measured": _what_was_measured(results, inpainters, list(failed)),
         "summary": _summary_table(results, inpainters, per_image),
         "baselines": _baselines(results),
+        "paired": _paired_table(results, inpainters),
         "tar_columns": tar_columns,
         "verification": verification_rows,
         "figures": _figures(results, working, per_image, pair_scores),
