@@ -138,6 +138,28 @@ def test_dlib_resnet_needs_landmarks(dlib_resnet, faces, hog_aligner):
         dlib_resnet.embed(crops[:2], hog_aligner.geometry, landmarks[:1])
 
 
+def test_dlib_resnet_workers_give_the_descriptors_of_one_process(faces, hog_aligner):
+    crops, landmarks = faces
+    # Enough crops for several batches, so that the two workers share the work.
+    crops, landmarks = np.concatenate([crops] * 3), np.concatenate([landmarks] * 3)
+    cls = RECOGNIZERS.get("dlib-resnet")
+    one = cls(batch_size=2, workers=1).embed(crops, hog_aligner.geometry, landmarks)
+    pooled = cls(batch_size=2, workers=2)
+    try:
+        two = pooled.embed(crops, hog_aligner.geometry, landmarks)
+    finally:
+        pooled.close()
+    assert two.shape == one.shape == (len(crops), 128)
+    np.testing.assert_allclose(two, one, atol=1e-6)
+    # Rows stay in input order: copies of a face get the same descriptor, others do not.
+    n = len(faces[0])
+    np.testing.assert_allclose(two[:n], two[n : 2 * n], atol=1e-6)
+    assert not np.allclose(two[0], two[1], atol=1e-3)
+    assert cls(workers=2).key == cls(workers=1).key
+    with pytest.raises(M2FError, match="workers"):
+        cls(workers=0)
+
+
 def test_dlib_resnet_config_identifies_the_weights(dlib_resnet):
     config = dlib_resnet.config()
     assert config["model"] == "dlib_face_recognition_resnet_model_v1.dat"

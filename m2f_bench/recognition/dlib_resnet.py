@@ -9,6 +9,9 @@ recognizer needs the landmarks of each crop, and no model home: the weights ship
 
 from __future__ import annotations
 
+import os
+import weakref
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +28,31 @@ CHIP_PADDING = 0.25
 class DlibResNet(Recognizer):
     """dlib's 128-d face descriptor, computed from the crop and its 68 landmarks.
 
+    dlib's network runs on one core (the wheel has no BLAS), so batches are spread over
+    worker processes, each with its own copy of the model; a descriptor does not depend
+    on which process computed it, so ``workers`` is not part of :meth:`config`.
+
     Args:
-        batch_size: Crops per dlib call.
+        batch_size: Crops per dlib call (and per task sent to a worker).
+        workers: Processes computing descriptors; ``None`` = the CPUs this process may
+            use, ``1`` = in this process.
     """
 
     name = "dlib-resnet"
     embedding_dim = 128
 
-    def __init__(self, *, batch_size: int = 64) -> None:
-        import dlib
+    def __init__(self, *, batch_size: int = 32, workers: int | None = None) -> None:
         import face_recognition_models
 
         if batch_size < 1:
             raise M2FError(f"dlib-resnet batch_size must be ≥ 1, got {batch_size}")
-        self._dlib = dlib
+        if workers is not None and workers < 1:
+            raise M2FError(f"dlib-resnet workers must be ≥ 1 (or omitted), got {workers}")
         self.model_path = Path(face_recognition_models.face_recognition_model_location())
-        self._model = dlib.face_recognition_model_v1(str(self.model_path))
         self.batch_size = batch_size
+        self.workers = workers if workers is not None else _usable_cpus()
+        self._describe = _Describer(self.model_path)
+        self._pool: ProcessPoolExecutor | None = None
 
     def config(self) -> dict[str, Any]:
         return {
@@ -49,15 +60,6 @@ class DlibResNet(Recognizer):
             "model_sha256": file_digest(self.model_path),
             "chip": f"dlib get_face_chip 150 px, padding {CHIP_PADDING}, 68 landmarks",
         }
-
-    def _shape(self, landmarks: np.ndarray):
-        # dlib points are integers; landmarks from its predictor already are.
-        points = np.rint(landmarks).astype(int)
-        (x1, y1), (x2, y2) = points.min(0), points.max(0)
-        return self._dlib.full_object_detection(
-            self._dlib.rectangle(int(x1), int(y1), int(x2), int(y2)),
-            self._dlib.points([self._dlib.point(int(x), int(y)) for x, y in points]),
-        )
 
     def embed(
         self,
@@ -73,13 +75,78 @@ class DlibResNet(Recognizer):
             raise ValueError(
                 f"expected landmarks of shape {(len(crops), 68, 2)}, got {landmarks.shape}"
             )
-        out = np.empty((len(crops), self.embedding_dim), np.float32)
-        for start in range(0, len(crops), self.batch_size):
-            stop = min(start + self.batch_size, len(crops))
-            images = list(crops[start:stop])
-            faces = [
-                self._dlib.full_object_detections([self._shape(lm)]) for lm in landmarks[start:stop]
-            ]
-            descriptors = self._model.compute_face_descriptor(images, faces, 0, CHIP_PADDING)
-            out[start:stop] = [np.asarray(d[0]) for d in descriptors]
+        chunks = [
+            (crops[i : i + self.batch_size], landmarks[i : i + self.batch_size])
+            for i in range(0, len(crops), self.batch_size)
+        ]
+        if self.workers > 1 and len(chunks) > 1:
+            results = list(self._executor().map(_describe_in_worker, chunks))
+        else:
+            results = [self._describe(*chunk) for chunk in chunks]
+        out = np.concatenate(results) if results else np.empty((0, self.embedding_dim))
         return l2_normalise(out)
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            import multiprocessing
+
+            # spawn: no worker inherits ONNX Runtime or torch thread pools from this process.
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(str(self.model_path),),
+            )
+            weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes (they also stop when the recognizer is collected)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def _usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _Describer:
+    """dlib's model and the call that turns crops + 68 landmarks into descriptors."""
+
+    def __init__(self, model_path: Path | str) -> None:
+        import dlib
+
+        self._dlib = dlib
+        self._model = dlib.face_recognition_model_v1(str(model_path))
+
+    def _shape(self, landmarks: np.ndarray):
+        # dlib points are integers; landmarks from its predictor already are.
+        dlib = self._dlib
+        points = np.rint(landmarks).astype(int)
+        (x1, y1), (x2, y2) = points.min(0), points.max(0)
+        return dlib.full_object_detection(
+            dlib.rectangle(int(x1), int(y1), int(x2), int(y2)),
+            dlib.points([dlib.point(int(x), int(y)) for x, y in points]),
+        )
+
+    def __call__(self, crops: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        faces = [self._dlib.full_object_detections([self._shape(lm)]) for lm in landmarks]
+        descriptors = self._model.compute_face_descriptor(list(crops), faces, 0, CHIP_PADDING)
+        return np.asarray([np.asarray(d[0]) for d in descriptors], dtype=np.float32)
+
+
+_worker_describer: _Describer | None = None
+
+
+def _init_worker(model_path: str) -> None:
+    global _worker_describer
+    _worker_describer = _Describer(model_path)
+
+
+def _describe_in_worker(chunk: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    assert _worker_describer is not None, "worker not initialised"
+    return _worker_describer(*chunk)
