@@ -51,19 +51,7 @@ def export_onnx(model: str, out: str | Path, *, size: int = 128, opset: int = 17
     mask = torch.from_numpy((rng.random((2, 1, size, size)) < 0.3).astype(np.float32))
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
-    with warnings.catch_warnings():
-        # The TorchScript exporter needs no onnxscript; its deprecation notice is noise here.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            network,
-            (image, mask),
-            str(tmp),
-            input_names=["image", "mask"],
-            output_names=["output"],
-            dynamic_axes={k: {0: "batch"} for k in ("image", "mask", "output")},
-            opset_version=opset,
-            dynamo=False,
-        )
+    trace_to_onnx(network, image, mask, tmp, opset=opset)
     try:
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         (got,) = session.run(["output"], {"image": image.numpy(), "mask": mask.numpy()})
@@ -76,3 +64,22 @@ def export_onnx(model: str, out: str | Path, *, size: int = 128, opset: int = 17
     finally:
         tmp.unlink(missing_ok=True)
     return error
+
+
+def trace_to_onnx(
+    network: torch.nn.Module, image: torch.Tensor, mask: torch.Tensor, path: Path, opset: int = 17
+) -> None:
+    """Trace a generator into an ONNX file with a free batch size (no check)."""
+    with warnings.catch_warnings():
+        # The TorchScript exporter needs no onnxscript; its deprecation notice is noise here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            network,
+            (image, mask),
+            str(path),
+            input_names=["image", "mask"],
+            output_names=["output"],
+            dynamic_axes={k: {0: "batch"} for k in ("image", "mask", "output")},
+            opset_version=opset,
+            dynamo=False,
+        )
