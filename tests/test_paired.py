@@ -18,7 +18,7 @@ def _pairs(n: int = 600, seed: int = 0):
 
 
 def test_resampled_statistics_with_unit_weights_equal_the_plain_metrics():
-    scores, labels, folds, clusters = _pairs()
+    scores, labels, folds, _ = _pairs()
     # One "cluster" per pair, each drawn once: the resample is the data itself.
     members = np.arange(scores.size)
     counts = np.ones((1, scores.size))

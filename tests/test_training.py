@@ -339,3 +339,44 @@ def test_onnx_export_matches_pytorch_and_runs_as_an_onnx_inpainter(
     # Float outputs within 1e-4 of each other may still round to neighbouring uint8 values.
     assert np.abs(a.astype(int) - b).max() <= 1
     assert (a == b).mean() > 0.99
+
+
+def test_package_model_writes_a_card_that_model_lookup_and_evaluate_read(
+    prepared, finished_run, tmp_path, monkeypatch
+):
+    import yaml
+    from safetensors import safe_open
+
+    from m2f_bench.inpainters import _nets
+    from m2f_bench.training.package import package_model
+
+    results = tmp_path / "results.json"
+    row = {"inpainter": "unet-gan", "recognizer": "r", "n_images": 4, "psnr": 25.0, "ssim": 0.9}
+    results.write_text(json.dumps({"protocol": {"name": "p"}, "summary": [row]}))
+    card_path = package_model(
+        finished_run,
+        tmp_path / "models" / "tiny",
+        results=results,
+        command="m2f-bench train tiny.yaml",
+    )
+    card = yaml.safe_load(card_path.read_text())
+    assert card["inpainter"] == "unet-gan" and card["dtype"] == "float16"
+    assert (
+        card["training"]["steps"]
+        == json.loads((finished_run / "validation.jsonl").read_text().splitlines()[-1])["step"]
+    )
+    assert card["test"]["by_recognizer"]["r"]["psnr"] == 25.0
+    with safe_open(str(card_path.parent / card["weights"]), framework="pt") as fh:
+        assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.float16}  # noqa: SIM118
+    assert "## Test: `p`" in (card_path.parent / "README.md").read_text()
+    # Model lookup by name finds the card; its fp16 weights give the run's outputs closely.
+    monkeypatch.setattr(_nets, "model_folders", lambda: [card_path.parent])
+    spec = parse_config(tiny_config(prepared)).data
+    val = ValidationSet.build(PreparedSplit(prepared, "val"), spec, seed=3)
+    shipped = build_inpainter({"type": "unet-gan"})(val.masked, val.holes)
+    trained = build_inpainter({"type": "unet-gan", "weights": str(finished_run)})(
+        val.masked, val.holes
+    )
+    assert np.abs(shipped.astype(int) - trained).max() <= 3
+    with pytest.raises(M2FError, match="baseline-gan"):
+        build_inpainter({"type": "baseline-gan"})

@@ -617,5 +617,28 @@ def export_onnx(
     )
 
 
+@app.command("package-model")
+@cli_errors
+def package_model(
+    run: Annotated[Path, typer.Argument(help="A training run folder.")],
+    out: Annotated[
+        Path, typer.Argument(help="Model folder to write, e.g. models/unet-gan-lfw128.")
+    ],
+    fp16: Annotated[bool, typer.Option(help="Store float16 weights (loaded as float32).")] = True,
+    results: Annotated[
+        Path | None,
+        typer.Option(help="An evaluation's results.json: its test figures go in the card."),
+    ] = None,
+    command: Annotated[str | None, typer.Option(help="The training command, for the card.")] = None,
+    notes: Annotated[str | None, typer.Option(help="Free text for the card.")] = None,
+) -> None:
+    """Ship a training run: weights, card.yaml (read by model lookup), config and README."""
+    from m2f_bench.training.package import package_model as run_package
+
+    card = run_package(run, out, fp16=fp16, results=results, command=command, notes=notes)
+    size = (card.parent / "model.safetensors").stat().st_size / 2**20
+    typer.echo(f"{card} written ({size:.1f} MiB of weights)")
+
+
 def main() -> None:  # pragma: no cover - console-script shim
     app()

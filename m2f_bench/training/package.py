@@ -1,0 +1,220 @@
+"""A training run → a shipped model folder: weights, ``card.yaml`` and a short README.
+
+The card is what model lookup reads (``inpainter:`` and ``weights:``), and what a reader
+needs to trust the weights: the data and split, the config, the command, steps, training
+time and hardware, validation figures and, when an evaluation is given, the test figures
+with the recognizers they were measured with.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from m2f_bench.errors import M2FError
+from m2f_bench.training.checkpoint import latest_checkpoint
+
+#: Summary columns copied into the card's ``test`` section.
+_TEST_COLUMNS = (
+    "psnr",
+    "ssim",
+    "psnr_hole",
+    "ssim_hole",
+    "id_sim",
+    "acc_clean_clean",
+    "acc_masked_clean",
+    "acc_inpainted_clean",
+    "d_acc_inpainted_clean",
+    "d_acc_inpainted_clean_ci_low",
+    "d_acc_inpainted_clean_ci_high",
+    "auc_inpainted_clean",
+)
+
+
+def _hours(start: str, end: str) -> float:
+    fmt = "%Y-%m-%dT%H:%M:%S%z"
+    return (datetime.strptime(end, fmt) - datetime.strptime(start, fmt)).total_seconds() / 3600
+
+
+def _last_validation(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "validation.jsonl"
+    if not path.is_file():
+        return None
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return lines[-1] if lines else None
+
+
+def _test_figures(results_path: Path, inpainter: str) -> dict[str, Any]:
+    results = json.loads(Path(results_path).read_text(encoding="utf-8"))
+    rows = [r for r in results.get("summary") or [] if r.get("inpainter") == inpainter]
+    if not rows:
+        raise M2FError(f"{results_path} has no summary row for inpainter {inpainter!r}")
+    protocol = results.get("protocol") or {}
+    out: dict[str, Any] = {
+        "protocol": protocol.get("name"),
+        "dataset": (protocol.get("dataset") or {}).get("name"),
+        "split": (protocol.get("dataset") or {}).get("split"),
+        "n_images": rows[0].get("n_images"),
+        "n_pairs": rows[0].get("n_pairs"),
+        "git_commit": results.get("git_commit"),
+        "by_recognizer": {},
+    }
+    for row in rows:
+        figures = {k: row.get(k) for k in _TEST_COLUMNS if row.get(k) is not None}
+        out["by_recognizer"][row.get("recognizer") or "-"] = {
+            k: round(float(v), 5) for k, v in figures.items()
+        }
+    return out
+
+
+def package_model(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    fp16: bool = True,
+    results: str | Path | None = None,
+    command: str | None = None,
+    notes: str | None = None,
+) -> Path:
+    """Write ``out_dir/model.safetensors``, ``card.yaml``, ``config.yaml`` and ``README.md``.
+
+    Args:
+        run_dir: A finished (or stopped) training run folder.
+        out_dir: The model folder to write (e.g. ``models/unet-gan-lfw128``).
+        fp16: Store the weights as float16 (they load as float32).
+        results: An evaluation's ``results.json`` whose rows for this inpainter become the
+            card's test figures.
+        command: The command that trained it, as it should be repeated.
+        notes: Free text for the card (e.g. what the run shared the machine with).
+
+    Returns:
+        The card's path.
+    """
+    import torch
+    import yaml
+    from safetensors.torch import save_file
+
+    from m2f_bench._download import sha256_file
+    from m2f_bench._io import atomic_write_text
+    from m2f_bench.inpainters._nets import read_generator
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise M2FError(f"{run_dir} has no checkpoint to package")
+    state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+    config, run = state["config"], state.get("run") or {}
+    metadata, tensors = read_generator(checkpoint / "generator.safetensors")
+    name = metadata["inpainter"]
+    dtype = torch.float16 if fp16 else torch.float32
+    tensors = {k: v.to(dtype).contiguous() for k, v in tensors.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / "model.safetensors"
+    tmp = weights.with_name(".model.safetensors.tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(weights)
+
+    steps, batch = state["step"], config["optim"]["batch_size"]
+    environment = run.get("environment") or {}
+    card: dict[str, Any] = {
+        "name": out_dir.name,
+        "inpainter": name,
+        "weights": weights.name,
+        "weights_sha256": sha256_file(weights),
+        "dtype": "float16" if fp16 else "float32",
+        "parameters": int(sum(v.numel() for v in tensors.values())),
+        "architecture": json.loads(metadata["arch_args"]) | {"skips": name != "baseline-gan"},
+        "input": "N×3×H×W RGB in [-1, 1] (hole pixels zeroed) + N×1×H×W hole (1 = hole); "
+        "H, W multiples of 2^(levels+1); output RGB in [-1, 1], composited into the hole",
+        "data": {
+            "dataset": "LFW deep-funneled, people folds 1-5 (the train split); validation = a "
+            "seeded 10 % identity carve-out; no test-split (pairs folds 6-10) identity seen",
+            "prepared": "m2f-bench prepare lfw --split train (128-px crops, 68 landmarks)",
+            "masks": "a fresh synthetic mask per image per epoch (masks v2, all types)",
+        },
+        "training": {
+            "config": "config.yaml",
+            "command": command,
+            "steps": steps,
+            "batch_size": batch,
+            "images_seen": steps * batch,
+            "identity_loss": None,
+            "started_at": run.get("started_at"),
+            "finished_at": state.get("saved_at"),
+            "wall_hours": round(_hours(run["started_at"], state["saved_at"]), 2)
+            if run.get("started_at") and state.get("saved_at")
+            else None,
+            "hardware": f"{run.get('device', '?')}: {environment.get('cpu', '?')}, "
+            f"{environment.get('cpu_count', '?')} CPUs, world size {run.get('world_size', 1)}",
+            "torch": run.get("torch"),
+            "git_commit": run.get("git_commit"),
+        },
+        "validation": _last_validation(run_dir),
+    }
+    if notes:
+        card["training"]["notes"] = notes
+    if results is not None:
+        card["test"] = _test_figures(Path(results), name)
+    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    atomic_write_text(out_dir / "card.yaml", yaml.safe_dump(card, sort_keys=False))
+    atomic_write_text(out_dir / "README.md", _readme(card))
+    return out_dir / "card.yaml"
+
+
+def _readme(card: dict[str, Any]) -> str:
+    t, v = card["training"], card.get("validation") or {}
+    lines = [
+        f"# {card['name']}",
+        "",
+        f"`{card['inpainter']}` generator, {card['parameters']:,} parameters, "
+        f"{card['dtype']} safetensors (`{card['weights']}`, sha256 "
+        f"`{card['weights_sha256'][:16]}…`). Written by `m2f-bench package-model`; "
+        "`card.yaml` holds every figure below.",
+        "",
+        f"- **Data**: {card['data']['dataset']}. {card['data']['masks']}.",
+        "- **Config**: `config.yaml` (a copy of the training config).",
+        f"- **Command**: `{t['command']}`" if t.get("command") else "- **Command**: —",
+        f"- **Steps**: {t['steps']:,} × batch {t['batch_size']} = {t['images_seen']:,} images; "
+        f"{t.get('wall_hours')} h wall on {t['hardware']} (torch {t.get('torch')}).",
+        f"- **Identity loss**: {t.get('identity_loss') or 'none'}.",
+    ]
+    if t.get("notes"):
+        lines.append(f"- **Notes**: {t['notes']}")
+    if v:
+        lines.append(
+            f"- **Validation** (step {v.get('step')}, 256 val crops): PSNR {v['psnr']:.2f} dB, "
+            f"SSIM {v['ssim']:.4f}, hole PSNR {v['psnr_hole']:.2f} dB."
+        )
+    test = card.get("test")
+    if test:
+        lines += [
+            "",
+            f"## Test: `{test['protocol']}` ({test['dataset']} {test['split']} split, "
+            f"{test['n_images']} images, {test['n_pairs']} pairs)",
+            "",
+            "| recognizer | PSNR | SSIM | PSNR hole | SSIM hole | id_sim | "
+            "inpainted↔clean acc | masked↔clean acc | Δ acc [95 % CI] |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for rec, f in test["by_recognizer"].items():
+
+            def pct(key: str, figures: dict = f) -> str:
+                return f"{100 * figures[key]:.2f}" if key in figures else "—"
+
+            ci = (
+                f"{100 * f['d_acc_inpainted_clean']:+.2f} "
+                f"[{100 * f['d_acc_inpainted_clean_ci_low']:+.2f}, "
+                f"{100 * f['d_acc_inpainted_clean_ci_high']:+.2f}]"
+                if "d_acc_inpainted_clean_ci_low" in f
+                else "—"
+            )
+            nan = float("nan")
+            lines.append(
+                f"| {rec} | {f.get('psnr', nan):.2f} | {f.get('ssim', nan):.4f} "
+                f"| {f.get('psnr_hole', nan):.2f} | {f.get('ssim_hole', nan):.4f} "
+                f"| {f.get('id_sim', nan):.3f} | {pct('acc_inpainted_clean')} "
+                f"| {pct('acc_masked_clean')} | {ci} |"
+            )
+    return "\n".join(lines) + "\n"
