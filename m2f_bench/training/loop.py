@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -436,15 +437,20 @@ def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
         with open(run_dir / "validation.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(line) + "\n")
         validation.update(metrics)
+        text = (
+            f"step {trainer.step} (epoch {epoch:.1f}): val PSNR {metrics['psnr']:.2f} dB, "
+            f"SSIM {metrics['ssim']:.4f}, hole PSNR {metrics['psnr_hole']:.2f} dB"
+        )
         if bar is not None:
-            bar.write(
-                f"step {trainer.step} (epoch {epoch:.1f}): val PSNR {metrics['psnr']:.2f} dB, "
-                f"SSIM {metrics['ssim']:.4f}, hole PSNR {metrics['psnr_hole']:.2f} dB"
-            )
+            bar.write(text)
+        else:  # results, not progress: printed with or without a bar
+            print(text, file=sys.stderr, flush=True)
 
     batch = config.optim.batch_size
     bar = None
-    if ctx.is_main and progress:
+    # Without a terminal (a log file, CI) a bar is one endless line: plain lines instead.
+    plain = ctx.is_main and progress and not sys.stderr.isatty()
+    if ctx.is_main and progress and not plain:
         bar = tqdm(
             total=config.optim.steps * batch,
             initial=trainer.step * batch,
@@ -489,6 +495,17 @@ def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
                     run_validation()
                 if step % config.checkpoint.every == 0 or step == config.optim.steps:
                     last_saved = save() or last_saved
+                    if plain:
+                        elapsed = time.perf_counter() - started
+                        rate = (step - start_step) * batch / max(elapsed, 1e-9)
+                        eta = (config.optim.steps - step) * batch / max(rate, 1e-9)
+                        print(
+                            f"step {step}/{config.optim.steps}: {rate:.1f} images/s, "
+                            f"loss {values['g_total']:.4f}, ETA {eta / 60:.0f} min, "
+                            f"checkpoint {last_saved.name if last_saved else '-'}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                 if on_step is not None:
                     on_step(trainer, values)
                 if any_rank(interrupt["stop"], ctx):
