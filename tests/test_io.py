@@ -67,3 +67,24 @@ def test_corrupt_and_truncated_files_raise_bad_image(tmp_path, astronaut):
         read_image(cut)
     with pytest.raises(BadImageError, match="not found"):
         read_image(tmp_path / "missing.jpg")
+
+
+def test_progress_without_a_terminal_is_a_few_plain_lines():
+    import io
+
+    from m2f_bench._progress import PlainProgress
+
+    stream = io.StringIO()
+    bar = PlainProgress(1000, "prepare", stream=stream)
+    for _ in range(1000):
+        bar.update()
+    bar.write("a result line")
+    bar.close()
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    # A line at each tenth (10 %…90 %), the caller's line, then one final line.
+    assert len(lines) == 11, lines
+    assert lines[0].startswith("prepare: 100/1000 img (10 %)") and "ETA" in lines[0]
+    assert lines[-2] == "a result line"
+    assert lines[-1].startswith("prepare: 1000/1000 img (100 %) in")

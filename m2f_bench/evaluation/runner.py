@@ -37,10 +37,10 @@ from typing import Any
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from m2f_bench import __version__
 from m2f_bench._io import atomic_write_json, atomic_write_text, read_mask_png, write_png
+from m2f_bench._progress import progress_bar
 from m2f_bench.data import DATASETS
 from m2f_bench.data.base import FaceDataset
 from m2f_bench.errors import M2FError
@@ -270,12 +270,7 @@ class _Evaluation:
                         for old in folder.glob("*.png"):
                             old.unlink()
                     atomic_write_json(marker, signature)
-                    bar = tqdm(
-                        total=len(todo),
-                        desc=f"inpaint {label}",
-                        unit="img",
-                        disable=not self.progress,
-                    )
+                    bar = progress_bar(len(todo), f"inpaint {label}", enabled=self.progress)
                     for s in range(0, len(todo), _BATCH):
                         batch = todo[s : s + _BATCH]
                         outputs = inpainter(self.masked[batch], self.holes[batch])

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from m2f_bench import __version__
 from m2f_bench._io import (
@@ -283,8 +282,10 @@ def _rows(record: FaceRecord, state: dict, mask_types: Sequence[str]) -> Iterato
         }
 
 
-def _progress(total: int, enabled: bool) -> tqdm:
-    return tqdm(total=total, desc="prepare", unit="img", disable=not enabled)
+def _progress(total: int, enabled: bool):
+    from m2f_bench._progress import progress_bar
+
+    return progress_bar(total, "prepare", enabled=enabled)
 
 
 def _write_summary(

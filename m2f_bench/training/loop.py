@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from m2f_bench import __version__
 from m2f_bench._io import atomic_write_json, atomic_write_text
+from m2f_bench._progress import progress_bar
 from m2f_bench.errors import M2FError
 from m2f_bench.inpainters import INPAINTERS
 from m2f_bench.inpainters._nets import EncoderDecoderGenerator, to_tensors, to_uint8
@@ -448,16 +448,8 @@ def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
 
     batch = config.optim.batch_size
     bar = None
-    # Without a terminal (a log file, CI) a bar is one endless line: plain lines instead.
-    plain = ctx.is_main and progress and not sys.stderr.isatty()
-    if ctx.is_main and progress and not plain:
-        bar = tqdm(
-            total=config.optim.steps * batch,
-            initial=trainer.step * batch,
-            unit="img",
-            desc=config.name,
-            dynamic_ncols=True,
-        )
+    if ctx.is_main and progress:
+        bar = progress_bar(config.optim.steps * batch, config.name, initial=trainer.step * batch)
     validation: dict[str, float] = {}
     last_saved: Path | None = checkpoint
     stopped = "done"
@@ -495,17 +487,6 @@ def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
                     run_validation()
                 if step % config.checkpoint.every == 0 or step == config.optim.steps:
                     last_saved = save() or last_saved
-                    if plain:
-                        elapsed = time.perf_counter() - started
-                        rate = (step - start_step) * batch / max(elapsed, 1e-9)
-                        eta = (config.optim.steps - step) * batch / max(rate, 1e-9)
-                        print(
-                            f"step {step}/{config.optim.steps}: {rate:.1f} images/s, "
-                            f"loss {values['g_total']:.4f}, ETA {eta / 60:.0f} min, "
-                            f"checkpoint {last_saved.name if last_saved else '-'}",
-                            file=sys.stderr,
-                            flush=True,
-                        )
                 if on_step is not None:
                     on_step(trainer, values)
                 if any_rank(interrupt["stop"], ctx):
