@@ -278,3 +278,21 @@ def test_a_face_whose_mask_fails_is_a_failure_and_the_run_goes_on(tmp_path, monk
     assert results["dataset"]["n_failed_images"] == 1
     per_image = pd.read_csv(out / "per_image.csv")
     assert state["failed"] not in set(per_image.image_id) and len(set(per_image.image_id)) == 2
+
+
+def test_id_sim_is_computed_when_the_protocol_lists_no_metrics(tmp_path, monkeypatch):
+    protocol = yaml.safe_load(Path("protocols/demo.yaml").read_text())
+    del protocol["metrics"]
+    protocol["inpainters"] = [{"type": "masked"}]
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(protocol))
+    monkeypatch.setenv("M2F_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("M2F_MODEL_HOME", str(tmp_path / "models"))
+    monkeypatch.setenv("M2F_OFFLINE", "1")
+    out = tmp_path / "run"
+    args = ["evaluate", str(path), "--out", str(out), "--limit", "2", "--no-progress"]
+    result = runner.invoke(app, [*args, "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    per_image = pd.read_csv(out / "per_image.csv")
+    assert per_image["id_sim.dlib"].notna().all() and len(per_image) == 2
+    assert {"psnr", "ssim_hole"} <= set(per_image.columns)

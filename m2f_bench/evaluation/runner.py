@@ -290,6 +290,103 @@ class _Evaluation:
             self.timings["inpaint"][label] = state["seconds"]
         return states
 
+    # -- stage 3 ------------------------------------------------------------------------
+    def embed(
+        self,
+        recognizers: dict[str, Any],
+        inpainter_states: dict[str, dict[str, Any]],
+        ok_labels: Sequence[str],
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """Embeddings of every variant (clean, masked, each inpainter's), by recognizer,
+        cached in ``embeddings/`` under a digest of everything the images depend on."""
+        from m2f_bench.recognition import EmbeddingCache
+
+        cache = EmbeddingCache(self.out_dir / "embeddings")
+        embeddings: dict[str, dict[str, np.ndarray]] = {}
+        for rec_label, recognizer in recognizers.items():
+            start = time.perf_counter()
+            mine: dict[str, np.ndarray] = {}
+            embeddings[rec_label] = mine
+            for variant in ["clean", "masked", *[f"inpainted/{x}" for x in ok_labels]]:
+                label = variant.split("/", 1)[-1]
+                if variant.startswith("inpainted/") and (
+                    inpainter_states[label]["spec"]["type"] == "masked"
+                ):
+                    # The masked baseline's output is the masked crop: same embeddings.
+                    mine[variant] = mine["masked"]
+                    continue
+                images = {"clean": self.clean, "masked": self.masked}.get(variant)
+                if images is None:
+                    images = self.outputs(label)
+                mine[variant] = cache.get_or_compute(
+                    recognizer,
+                    f"{variant}-{self.variant_key(variant, inpainter_states)}",
+                    self.ids,
+                    functools.partial(_embed_ids, recognizer, self, images),
+                )
+            self.timings["embed"][rec_label] = round(time.perf_counter() - start, 3)
+        return embeddings
+
+    # -- stage 4 ------------------------------------------------------------------------
+    @property
+    def wants_id_sim(self) -> bool:
+        """id_sim when the protocol lists it, or lists no metrics at all (the embeddings
+        are computed anyway)."""
+        p = self.protocol
+        return "id_sim" in p.metrics or "metrics" not in p.model_fields_set
+
+    def image_table(self) -> pd.DataFrame:
+        """One row per prepared image: identity, fold, mask type, coverage and its bin."""
+        bins = self.protocol.report.coverage_bins
+        bin_labels = coverage_bin_labels(bins)
+        bin_index = np.clip(np.digitize(self.coverage, bins[1:-1]), 0, len(bin_labels) - 1)
+        return pd.DataFrame(
+            {
+                "image_id": self.ids,
+                "identity": [r.identity for r in self.records],
+                "fold": [r.fold for r in self.records],
+                "mask_type": [self.mask_of[i] for i in self.ids],
+                "coverage": self.coverage,
+                "coverage_bin": [bin_labels[b] for b in bin_index],
+            }
+        )
+
+    def per_image_table(
+        self,
+        metrics: Sequence[Any],
+        recognizers: dict[str, Any],
+        embeddings: dict[str, dict[str, np.ndarray]],
+        ok_labels: Sequence[str],
+    ) -> pd.DataFrame:
+        """Pixel metrics and identity similarity of every (image, working inpainter)."""
+        from m2f_bench.recognition import cosine
+
+        start = time.perf_counter()
+        base = self.image_table()
+        tables = []
+        for label in ok_labels:
+            outputs = self.outputs(label)
+            table = base.copy()
+            table.insert(6, "inpainter", label)
+            table.insert(7, "status", "ok")
+            table.insert(8, "error", "")
+            for metric in metrics:
+                table[metric.name] = metric(outputs, self.clean, self.holes)
+            for rec_label in recognizers if self.wants_id_sim else ():
+                emb = embeddings[rec_label]
+                # float64 so that the CSV round-trips exactly and `report` reproduces means.
+                table[f"id_sim.{rec_label}"] = cosine(
+                    emb[f"inpainted/{label}"], emb["clean"]
+                ).astype(np.float64)
+            tables.append(table)
+            del outputs
+        if not tables:  # every inpainter failed: an empty table that still has its columns
+            empty = base.iloc[0:0].copy()
+            empty.insert(6, "inpainter", pd.Series(dtype=str))
+            tables = [empty]
+        self.timings["metrics"] = round(time.perf_counter() - start, 3)
+        return pd.concat(tables, ignore_index=True)
+
     def variant_key(self, variant: str, inpainters: dict[str, dict[str, Any]]) -> str:
         """A digest of everything a variant's images depend on, for the embedding cache.
 
@@ -342,7 +439,7 @@ def evaluate(
         The content of ``results.json``.
     """
     from m2f_bench.inpainters import INPAINTERS, build_inpainter
-    from m2f_bench.recognition import RECOGNIZERS, EmbeddingCache, build_recognizer, cosine
+    from m2f_bench.recognition import RECOGNIZERS, build_recognizer
     from m2f_bench.reporting import render_report, write_summary_csv
 
     out_dir = Path(out_dir)
@@ -378,77 +475,40 @@ def evaluate(
     )
     ok_labels = [label for label, s in inpainter_states.items() if s["status"] == "ok"]
 
-    bins = protocol.report.coverage_bins
-    bin_labels = coverage_bin_labels(bins)
-    bin_index = np.clip(np.digitize(run.coverage, bins[1:-1]), 0, len(bin_labels) - 1)
-    base = pd.DataFrame(
-        {
-            "image_id": run.ids,
-            "identity": [r.identity for r in run.records],
-            "fold": [r.fold for r in run.records],
-            "mask_type": [run.mask_of[i] for i in run.ids],
-            "coverage": run.coverage,
-            "coverage_bin": [bin_labels[b] for b in bin_index],
-        }
-    )
-
-    # Stage 3: embeddings of every variant, by recognizer.
-    cache = EmbeddingCache(out_dir / "embeddings")
-    embeddings: dict[str, dict[str, np.ndarray]] = {}
-    for rec_label, recognizer in recognizers.items():
-        start = time.perf_counter()
-        embeddings[rec_label] = {}
-        for variant in ["clean", "masked", *[f"inpainted/{x}" for x in ok_labels]]:
-            label = variant.split("/", 1)[-1]
-            if variant.startswith("inpainted/") and inpainter_states[label]["spec"]["type"] == (
-                "masked"
-            ):
-                # The masked baseline's output is the masked crop: same embeddings.
-                embeddings[rec_label][variant] = embeddings[rec_label]["masked"]
-                continue
-            images = {"clean": run.clean, "masked": run.masked}.get(variant)
-            if images is None:
-                images = run.outputs(label)
-            embeddings[rec_label][variant] = cache.get_or_compute(
-                recognizer,
-                f"{variant}-{run.variant_key(variant, inpainter_states)}",
-                run.ids,
-                functools.partial(_embed_ids, recognizer, run, images),
-            )
-        run.timings["embed"][rec_label] = round(time.perf_counter() - start, 3)
-
-    # Stage 4: per-image table.
-    start = time.perf_counter()
-    tables = []
-    for label in ok_labels:
-        outputs = run.outputs(label)
-        table = base.copy()
-        table.insert(6, "inpainter", label)
-        table.insert(7, "status", "ok")
-        table.insert(8, "error", "")
-        for metric in metrics:
-            table[metric.name] = metric(outputs, run.clean, run.holes)
-        for rec_label in recognizers if "id_sim" in protocol.metrics else ():
-            emb = embeddings[rec_label]
-            # float64 so that the CSV round-trips exactly and `report` reproduces the means.
-            table[f"id_sim.{rec_label}"] = cosine(emb[f"inpainted/{label}"], emb["clean"]).astype(
-                np.float64
-            )
-        tables.append(table)
-        del outputs
-    if not tables:  # every inpainter failed: an empty table that still has its columns
-        empty = base.iloc[0:0].copy()
-        empty.insert(6, "inpainter", pd.Series(dtype=str))
-        tables = [empty]
-    per_image = pd.concat(tables, ignore_index=True)
-    run.timings["metrics"] = round(time.perf_counter() - start, 3)
+    embeddings = run.embed(recognizers, inpainter_states, ok_labels)
+    per_image = run.per_image_table(metrics, recognizers, embeddings, ok_labels)
     atomic_write_text(out_dir / "per_image.csv", per_image.to_csv(index=False))
 
     start = time.perf_counter()
     pair_scores = _pair_scores(run, embeddings, ok_labels, protocol)
     atomic_write_text(out_dir / "pair_scores.csv", pair_scores.to_csv(index=False))
 
-    results: dict[str, Any] = {
+    results = _results_record(
+        run, protocol, protocol_file, device, started, metrics, recognizers, inpainter_states
+    )
+    results.update(aggregate(results, per_image, pair_scores))
+    run.timings["verification"] = round(time.perf_counter() - start, 3)
+    run.timings["total"] = round(time.perf_counter() - t0, 3)
+    results["timings"] = run.timings
+    results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    atomic_write_json(out_dir / "results.json", results)
+    write_summary_csv(out_dir, results)
+    render_report(out_dir, results, per_image, pair_scores)
+    return results
+
+
+def _results_record(
+    run: _Evaluation,
+    protocol: Protocol,
+    protocol_file: str | None,
+    device: str,
+    started: str,
+    metrics: Sequence[Any],
+    recognizers: dict[str, Any],
+    inpainter_states: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """The provenance part of ``results.json`` (aggregates are added to it)."""
+    return {
         "schema": "m2f-bench/results/1",
         "protocol": protocol.model_dump(mode="json"),
         "protocol_file": protocol_file,
@@ -470,15 +530,6 @@ def evaluate(
         "inpainters": inpainter_states,
         "samples": _samples(run, protocol),
     }
-    results.update(aggregate(results, per_image, pair_scores))
-    run.timings["verification"] = round(time.perf_counter() - start, 3)
-    run.timings["total"] = round(time.perf_counter() - t0, 3)
-    results["timings"] = run.timings
-    results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    atomic_write_json(out_dir / "results.json", results)
-    write_summary_csv(out_dir, results)
-    render_report(out_dir, results, per_image, pair_scores)
-    return results
 
 
 def _embed_ids(recognizer, run: _Evaluation, images: np.ndarray, ids: list[str]) -> np.ndarray:
