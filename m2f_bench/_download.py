@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from m2f_bench.errors import DownloadError
+from m2f_bench.errors import DownloadError, UnreachableError
 
 _CHUNK = 1 << 20
 
@@ -72,7 +72,7 @@ def fetch_url(url: str, dest: Path, *, timeout: float = 60.0) -> Path:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         Path(tmp).unlink(missing_ok=True)
         reason = getattr(exc, "reason", None) or exc
-        raise DownloadError(f"could not download {url}: {reason}") from None
+        raise UnreachableError(f"could not download {url}: {reason}") from None
     return dest
 
 
@@ -100,16 +100,16 @@ def ensure_file(
     if dest.is_file():
         return dest
     if remote is None:
-        raise DownloadError(_missing_message(dest, None, "it has no download source"))
+        raise UnreachableError(_missing_message(dest, None, "it has no download source"))
     if offline:
-        raise DownloadError(_missing_message(dest, remote, "downloads are disabled (offline)"))
+        raise UnreachableError(_missing_message(dest, remote, "downloads are disabled (offline)"))
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".download-") as tmpdir:
         name = Path(remote.url.split("?")[0]).name or dest.name
         try:
             fetched = fetch_url(remote.url, Path(tmpdir) / name, timeout=timeout)
-        except DownloadError as exc:
-            raise DownloadError(_missing_message(dest, remote, str(exc))) from None
+        except UnreachableError as exc:
+            raise UnreachableError(_missing_message(dest, remote, str(exc))) from None
         candidate = (
             extract_member(fetched, remote.member, Path(tmpdir) / "member")
             if remote.member

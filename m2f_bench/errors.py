@@ -24,6 +24,10 @@ class DownloadError(M2FError):
     """A download failed or its checksum did not match."""
 
 
+class UnreachableError(DownloadError):
+    """A file could not be fetched at all (no network, host down, downloads disabled)."""
+
+
 class BadImageError(M2FError):
     """An image file cannot be decoded into an RGB picture."""
 

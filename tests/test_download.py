@@ -130,11 +130,16 @@ def test_unreachable_text_file_says_where_to_put_it(
 ) -> None:
     url = closed_port_url
     monkeypatch.setitem(lfw.SOURCES, "pairs.txt", RemoteFile(url, "0" * 64))
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(DataNotFoundError) as err:
         LFW.open(_settings(tmp_path))
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith("missing pairs.txt:")
+    # A failed download says all that is missing, as --offline does: the image folder
+    # first, then why the download did not help.
+    with pytest.raises(DataNotFoundError) as offline:
+        LFW(tmp_path / "home" / "lfw")
+    assert message.startswith(str(offline.value))
+    assert "download failed: missing pairs.txt:" in message
     assert f"Put the file at {tmp_path / 'home' / 'lfw' / 'pairs.txt'}" in message
     assert url in message
 
@@ -144,11 +149,12 @@ def test_unreachable_archive_says_where_to_put_the_images(
 ) -> None:
     url = closed_port_url
     monkeypatch.setitem(lfw.SOURCES, "lfw-deepfunneled", RemoteFile(url, None))
-    with pytest.raises(DownloadError) as err:
+    with pytest.raises(DataNotFoundError) as err:
         LFW.open(_settings(tmp_path))
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith("missing lfw-deepfunneled/:")
+    assert message.startswith("missing LFW images: no lfw-deepfunneled/")
+    assert "download failed: missing lfw-deepfunneled/:" in message
     assert str(tmp_path / "home" / "lfw" / "lfw-deepfunneled") in message
     assert url in message
     remaining = sorted(p.name for p in (tmp_path / "home" / "lfw").iterdir())

@@ -276,8 +276,13 @@ def evaluate(
             protocol_file=str(protocol),
         )
     except (DataNotFoundError, ModelNotFoundError) as exc:
+        home = (
+            f"data home {settings.data_home} (--data-home or M2F_DATA_HOME)"
+            if isinstance(exc, DataNotFoundError)
+            else f"model home {settings.model_home} (--model-home or M2F_MODEL_HOME)"
+        )
         raise M2FError(
-            f"{exc} — or, to try m2f-bench with nothing downloaded: "
+            f"{exc}; {home} — or, to try m2f-bench with nothing downloaded: "
             "m2f-bench evaluate protocols/demo.yaml"
         ) from None
     _print_summary(results)

@@ -25,7 +25,7 @@ from typing import Any, Self
 from m2f_bench._download import RemoteFile, ensure_file, extract_archive, fetch_url, sha256_file
 from m2f_bench.data._pairs import check_val_fraction, read_lines, split_of
 from m2f_bench.data.base import TEST_FOLDS, FaceDataset, FaceRecord, Pair
-from m2f_bench.errors import DataNotFoundError, DownloadError, M2FError
+from m2f_bench.errors import DataNotFoundError, DownloadError, M2FError, UnreachableError
 from m2f_bench.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -92,8 +92,8 @@ def download_lfw(root: Path, *, variant: str | None = None, timeout: float = 60.
         archive = Path(tmp) / "lfw-deepfunneled.tgz"
         try:
             fetch_url(remote.url, archive, timeout=timeout)
-        except DownloadError as exc:
-            raise DownloadError(
+        except UnreachableError as exc:
+            raise UnreachableError(
                 f"missing {dest.name}/: {exc}. Unpack the archive into {root}, giving "
                 f"{dest}/<Name>/<Name>_NNNN.jpg; it is published at {remote.url}"
             ) from None
@@ -183,7 +183,15 @@ class LFW(FaceDataset):
         """
         root = root if root is not None else settings.data_home / cls.default_dirname
         if download and not settings.offline:
-            download_lfw(root, variant=options.get("variant"))
+            try:
+                download_lfw(root, variant=options.get("variant"))
+            except UnreachableError as exc:
+                # Offline in practice: say everything that is missing, as --offline does.
+                try:
+                    cls(root, **options)
+                except DataNotFoundError as missing:
+                    raise DataNotFoundError(f"{missing} (download failed: {exc})") from None
+                raise
         return cls(root, **options)
 
     @cached_property
