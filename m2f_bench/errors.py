@@ -36,6 +36,10 @@ class NoFaceError(M2FError):
     """No face was found in an image."""
 
 
+class ImageTooSmallError(NoFaceError):
+    """An image is too small to hold a detectable face (a kind of no-face)."""
+
+
 class UnknownNameError(M2FError, KeyError):
     """A registry lookup found no entry of that name."""
 

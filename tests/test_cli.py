@@ -155,9 +155,12 @@ def test_prepare_records_bad_images_and_goes_on(homes, messy_folder):
     assert sorted(ok) == sorted(f"eileen__{n}" for n in ("colour", "gray", "rgba", "sixteen"))
     reasons = manifest[manifest.status == "failed"].reason.to_dict()
     assert "truncated" in reasons["junk__truncated"]
-    assert "too small" in reasons["junk__tiny"]
-    assert "no face" in reasons["junk__noface"]
+    assert reasons["junk__tiny"].startswith("ImageTooSmallError: image too small")
+    assert reasons["junk__noface"].startswith("NoFaceError: no face")
     assert "3 failed" in result.stdout
+    summary = json.loads((out / "prepare.json").read_text())
+    counts = summary["failure_reasons"]
+    assert counts.get("ImageTooSmallError") == 1 and counts.get("NoFaceError") == 1, counts
 
 
 @pytest.mark.parametrize(
@@ -229,3 +232,10 @@ def test_worker_processes_give_the_same_files_as_one_process(homes):
     assert first.equals(pd.read_csv(two / "manifest.csv", keep_default_na=False))
     for path in first.masked_path:
         assert (one / path).read_bytes() == (two / path).read_bytes()
+
+
+def test_an_empty_split_of_a_small_folder_says_how_to_get_one(homes, messy_folder):
+    result = _run("prepare", "folder", "--root", messy_folder, "--split", "test", "--no-progress")
+    assert result.exit_code == 2
+    assert "the test split of folder has no images; use --split all" in result.output
+    assert "10 identities" in result.output

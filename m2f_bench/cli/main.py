@@ -155,7 +155,14 @@ def prepare(
     types = _mask_types(mask_types)
     records = _subset(ds.select(split), limit, seed)
     if not records:
-        raise M2FError(f"the {split} split of {dataset} has no images")
+        hint = (
+            "; use --split all to prepare every image (train holds the people of folds 1–5, "
+            "test the pairs of folds 6–10: a dataset needs about 10 identities, several with "
+            "two or more images, for both to be non-empty)"
+            if split != "all"
+            else ""
+        )
+        raise M2FError(f"the {split} split of {dataset} has no images{hint}")
     aligner = AlignerConfig.resolve(
         settings, size=size, detector=detector, det_size=det_size, threads=1
     )

@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from m2f_bench.errors import M2FError, ModelNotFoundError, NoFaceError
+from m2f_bench.errors import ImageTooSmallError, M2FError, ModelNotFoundError, NoFaceError
 from m2f_bench.faces.align import CropGeometry, transform_points
 from m2f_bench.faces.detect import (
     DETECTORS,
@@ -173,7 +173,7 @@ class FaceAligner:
         """
         h, w = image.shape[:2]
         if min(h, w) < MIN_IMAGE_SIDE:
-            raise NoFaceError(f"image too small ({w}×{h} px, need ≥ {MIN_IMAGE_SIDE})")
+            raise ImageTooSmallError(f"image too small ({w}×{h} px, need ≥ {MIN_IMAGE_SIDE})")
         detection = self._detect(image)
         keypoints = detection.keypoints
         if keypoints is None:
