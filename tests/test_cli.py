@@ -211,7 +211,7 @@ def test_masks_preview_renders_a_contact_sheet(homes, tmp_path, astronaut):
 
 def test_validate_accepts_shipped_protocols_and_rejects_bad_ones(tmp_path):
     shipped = sorted((Path(__file__).parents[1] / "protocols").glob("*.yaml"))
-    result = _run("validate", *shipped)
+    result = _run("validate", "--no-files", *shipped)
     assert result.exit_code == 0, result.output
     assert result.stdout.count(": ok") == len(shipped)
     training = [p for p in shipped if p.name.startswith("train-")]
@@ -239,3 +239,39 @@ def test_an_empty_split_of_a_small_folder_says_how_to_get_one(homes, messy_folde
     assert result.exit_code == 2
     assert "the test split of folder has no images; use --split all" in result.output
     assert "10 identities" in result.output
+
+
+def test_validate_lists_every_problem_of_every_file_and_missing_model_files(homes, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "version: 1\nname: x\ndataset: {name: lfw}\nmasks: {types: [surgical_purple]}\n"
+        "inpainters: [{type: telea}, {type: masked}]\nrecognizers: [{type: dlib-resnett}]\n"
+    )
+    needs_model = tmp_path / "model.yaml"
+    needs_model.write_text(
+        "version: 1\nname: y\ndataset: {name: lfw}\ninpainters: [{type: masked}]\n"
+        "recognizers: [{type: arcface-onnx, model: nowhere.onnx}]\n"
+    )
+    good = Path(__file__).parents[1] / "protocols" / "demo.yaml"
+    result = _run("validate", bad, needs_model, good)
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2, result.stderr
+    assert all(k in errors[0] for k in ("masks.types.0", "inpainters.0", "recognizers.0"))
+    assert "recognizers.0" in errors[1] and "nowhere.onnx" in errors[1]
+    assert f"{good}: ok" in result.stdout
+    assert _run("validate", "--no-files", needs_model).exit_code == 0
+
+
+def test_evaluate_stops_on_a_missing_model_before_preparing_any_face(homes, tmp_path):
+    protocol = tmp_path / "p.yaml"
+    protocol.write_text(
+        "version: 1\nname: p\ndataset: {name: demo}\nfaces: {detector: dlib-hog}\n"
+        "inpainters: [{type: masked}]\nrecognizers: [{type: arcface-onnx}]\n"
+        "verification: null\n"
+    )
+    out = tmp_path / "run"
+    result = _run("evaluate", protocol, "--out", out, "--no-progress")
+    assert result.exit_code == 2
+    assert "no ArcFace model" in result.stderr and "recognizers.0" in result.stderr
+    assert not out.exists()

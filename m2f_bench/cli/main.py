@@ -347,24 +347,43 @@ def validate(
     protocols: Annotated[
         list[Path], typer.Argument(help="Protocol (or training config) YAML files.")
     ],
+    files: Annotated[
+        bool,
+        typer.Option(help="Also check that every model and weights file a protocol needs exists."),
+    ] = True,
+    data_home: DataHome = None,
+    model_home: ModelHome = None,
 ) -> None:
-    """Check protocol files without running them: schema, names of every plug-in.
+    """Check protocol files without running them: schema, plug-in names and arguments,
+    and (with --files) the model files they need. Every problem of every file is listed.
 
     A training config (a file with a ``model:`` and no ``inpainters:``) is checked
     against the training schema instead.
     """
     from m2f_bench.evaluation import load_protocol
-    from m2f_bench.evaluation.check import check_protocol
+    from m2f_bench.evaluation.check import check_files, check_protocol
 
+    failed = 0
+    settings = _settings(data_home, model_home, True) if files else None
     for path in protocols:
-        if _is_training_config(path):
-            from m2f_bench.training.config import load_config
+        try:
+            if _is_training_config(path):
+                from m2f_bench.training.config import load_config
 
-            load_config(path)
-            typer.echo(f"{path}: ok (training config)")
+                load_config(path)
+                typer.echo(f"{path}: ok (training config)")
+                continue
+            protocol = load_protocol(path)
+            check_protocol(protocol, str(path))
+            if settings is not None:
+                check_files(protocol, settings, str(path))
+        except M2FError as exc:
+            failed += 1
+            typer.echo(f"error: {exc}", err=True)
             continue
-        check_protocol(load_protocol(path), str(path))
         typer.echo(f"{path}: ok")
+    if failed:
+        raise typer.Exit(2)
 
 
 def _is_training_config(path: Path) -> bool:

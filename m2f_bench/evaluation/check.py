@@ -15,7 +15,7 @@ def check_protocol(protocol: Protocol, source: str = "<protocol>") -> None:
     Nothing is built: no model file is opened and no dataset is read.
 
     Raises:
-        ProtocolError: The first problem, with the key path it was found at.
+        ProtocolError: Every problem, each with the key path it was found at.
     """
     from m2f_bench.data import DATASETS
     from m2f_bench.inpainters import INPAINTERS
@@ -23,11 +23,13 @@ def check_protocol(protocol: Protocol, source: str = "<protocol>") -> None:
     from m2f_bench.metrics import METRICS
     from m2f_bench.recognition import RECOGNIZERS
 
+    problems: list[str] = []
+
     def at(path: str, check) -> None:
         try:
             check()
         except M2FError as exc:
-            raise ProtocolError(f"{source}: {path}: {exc}") from None
+            problems.append(f"{path}: {exc}")
 
     at("dataset.name", lambda: DATASETS.get(protocol.dataset.name))
     # Options are the dataset class's constructor arguments; a wrong one must not surface
@@ -58,9 +60,12 @@ def check_protocol(protocol: Protocol, source: str = "<protocol>") -> None:
     for i, name in enumerate(protocol.metrics):
         if name == "id_sim":
             if not protocol.recognizers:
-                raise ProtocolError(f"{source}: metrics.{i}: id_sim needs a recognizer")
+                problems.append(f"metrics.{i}: id_sim needs a recognizer")
             continue
         at(f"metrics.{i}", lambda name=name: METRICS.get(name))
+    if problems:
+        # Every problem at once, in one line: fixing one should not reveal the next.
+        raise ProtocolError(f"{source}: " + "; ".join(problems))
 
 
 def _check_recognizer(name: str, factory: Any, args: dict[str, Any]) -> None:
@@ -70,3 +75,32 @@ def _check_recognizer(name: str, factory: Any, args: dict[str, Any]) -> None:
     check_arguments(f"recognizer {name!r}", factory, args, supplied=("settings",))
     if isinstance(factory, type) and issubclass(factory, Recognizer):
         factory.check_spec(args)
+
+
+def check_files(protocol: Protocol, settings: Any, source: str = "<protocol>") -> None:
+    """Check every model and weights file the protocol's plug-ins need, all at once.
+
+    Raises:
+        ModelNotFoundError: One line listing each missing file with the key it belongs to.
+    """
+    from m2f_bench.errors import ModelNotFoundError
+
+    from m2f_bench.inpainters import INPAINTERS
+    from m2f_bench.recognition import RECOGNIZERS
+
+    problems = []
+    for section, registry, plugins in (
+        ("inpainters", INPAINTERS, protocol.inpainters),
+        ("recognizers", RECOGNIZERS, protocol.recognizers),
+    ):
+        for i, plugin in enumerate(plugins):
+            factory = registry.get(plugin.type)
+            check = getattr(factory, "check_files", None)
+            if check is None:
+                continue
+            try:
+                check(plugin.args, settings)
+            except M2FError as exc:
+                problems.append(f"{section}.{i} ({plugin.label}): {exc}")
+    if problems:
+        raise ModelNotFoundError(f"{source}: " + "; ".join(problems))

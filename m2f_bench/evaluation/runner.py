@@ -45,7 +45,7 @@ from m2f_bench.data import DATASETS
 from m2f_bench.data.base import FaceDataset
 from m2f_bench.errors import M2FError
 from m2f_bench.evaluation.aggregate import aggregate, coverage_bin_labels
-from m2f_bench.evaluation.check import check_protocol
+from m2f_bench.evaluation.check import check_files, check_protocol
 from m2f_bench.evaluation.protocol import Protocol
 from m2f_bench.evaluation.schema import PATHS
 from m2f_bench.evaluation.selection import assign_masks, limit_selection, select
@@ -443,7 +443,6 @@ def evaluate(
     from m2f_bench.reporting import render_report, write_summary_csv
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     check_protocol(protocol, protocol_file or protocol.name)
@@ -451,6 +450,9 @@ def evaluate(
     spec = protocol.dataset
     # The dataset first: a missing dataset is the likeliest problem and the cheapest check.
     dataset = DATASETS.get(spec.name).open(settings, spec.root, **spec.options)
+    # Every model file before any stage runs: a missing one must not cost a prepare stage.
+    check_files(protocol, settings, protocol_file or protocol.name)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed check leaves no folder
 
     run = _Evaluation(
         protocol,

@@ -50,6 +50,18 @@ class Inpainter(ABC):
             Uint8 N×H×W×3; only the pixels inside the hole are used.
         """
 
+    @classmethod
+    def check_files(cls, args: dict[str, Any], settings: Any) -> None:
+        """Check that the files this spec needs exist, before any stage runs.
+
+        Called by ``evaluate`` (and ``validate``) with the protocol's arguments; it must be
+        cheap: look for files, do not load them.
+
+        Raises:
+            ModelNotFoundError: A weights or model file is missing.
+        """
+        return None
+
     def __call__(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
         """Inpaint a batch and composite the result onto the input.
 

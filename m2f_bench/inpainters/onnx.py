@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -51,6 +52,12 @@ class ONNXInpainter(Inpainter):
     """
 
     name = "onnx"
+
+    @classmethod
+    def check_files(cls, args: dict[str, Any], settings: Any) -> None:
+        path = Path(str(args.get("model", ""))).expanduser()
+        if not path.is_file():
+            raise ModelNotFoundError(f"inpainter {cls.name!r}: model file not found: {path}")
 
     def __init__(
         self,

@@ -54,6 +54,16 @@ class UNetGANInpainter(Inpainter):
         self.network.to(self.device, memory_format=torch.channels_last)
 
     @classmethod
+    def check_files(cls, args: dict[str, Any], settings: Any) -> None:
+        from m2f_bench.inpainters._nets import resolve_weights
+
+        path = resolve_weights(args.get("weights"), cls.model_name)
+        if not path.is_file():
+            from m2f_bench.errors import ModelNotFoundError
+
+            raise ModelNotFoundError(f"inpainter {cls.model_name!r}: weight file not found: {path}")
+
+    @classmethod
     def build_network(cls, **arch_args: Any):
         """A freshly initialised generator of this architecture (for training)."""
         from m2f_bench.inpainters._nets import EncoderDecoderGenerator

@@ -388,6 +388,24 @@ class ArcFaceONNX(Recognizer):
         self.embedding_dim = probe.shape[1] * (2 if self.mirror == "concat" else 1)
 
     @classmethod
+    def check_files(cls, args: Mapping[str, Any], settings: Settings) -> None:
+        model = args.get("model")
+        if model is None:
+            if _find_buffalo_l(settings) is None and not model_available(
+                MOBILEFACENET_MODEL, settings
+            ):
+                default_model(settings)  # raises the one-line "no ArcFace model" message
+            return
+        path = Path(str(model)).expanduser()
+        if path.name == str(model):
+            if path.name == BUFFALO_L_MODEL and _find_buffalo_l(settings):
+                return
+            if not model_available(path.name, settings):
+                model_path(path.name, settings, download=False)  # raises with where to put it
+        elif not path.is_file():
+            raise ModelNotFoundError(f"recognizer model file not found: {path}")
+
+    @classmethod
     def check_spec(cls, args: Mapping[str, Any]) -> None:
         _Options.parse(args)
 

@@ -56,6 +56,15 @@ class Recognizer(ABC):
         """
 
     @classmethod
+    def check_files(cls, args: Mapping[str, Any], settings: Settings) -> None:
+        """Check that the model files this spec needs exist (cheap: nothing is loaded).
+
+        Raises:
+            ModelNotFoundError: A model file is missing.
+        """
+        return None
+
+    @classmethod
     def check_spec(cls, args: Mapping[str, Any]) -> None:
         """Check a protocol's arguments beyond the signature, without building anything.
 
