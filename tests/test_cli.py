@@ -275,3 +275,45 @@ def test_evaluate_stops_on_a_missing_model_before_preparing_any_face(homes, tmp_
     assert result.exit_code == 2
     assert "no ArcFace model" in result.stderr and "recognizers.0" in result.stderr
     assert not out.exists()
+
+
+def _readme_usage() -> list[str]:
+    """The README's usage block, continuation lines joined to their command."""
+    text = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Usage", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands: list[str] = []
+    for line in block.splitlines():
+        code = line.split("  #", 1)[0].rstrip()
+        if code.startswith("m2f-bench "):
+            commands.append(code)
+        elif code.strip() and commands:
+            commands[-1] += " " + code.strip()
+    return commands
+
+
+def test_every_command_has_help_and_the_readme_usage_block_matches_it():
+    import re
+
+    import typer.main
+
+    group = typer.main.get_command(app)
+    paths = []
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):  # a sub-group: masks, benchmark
+            paths += [(name, sub) for sub in command.commands]
+        else:
+            paths.append((name,))
+    documented = {}
+    for line in _readme_usage():
+        words = line.split()[1:]
+        path = tuple(words[:2]) if words[0] in ("masks", "benchmark") else (words[0],)
+        documented[path] = line
+    assert set(documented) == set(paths), "README usage block and CLI commands differ"
+    for path in paths:
+        result = _run(*path, "--help")
+        assert result.exit_code == 0, (path, result.output)
+        for option in re.findall(r"--[a-z][a-z-]*", documented[path]):
+            assert option in result.output, f"README shows {option} for {' '.join(path)}"
+        # Plain help: no literal reST markup, no empty "folder ." left by stripped markup.
+        assert "``" not in result.output, path
+        assert not re.search(r"\w \.(\s|$)", result.output), path

@@ -310,10 +310,15 @@ def test_default_model_prefers_buffalo_l_and_falls_back_to_mobilefacenet(
     monkeypatch.setattr("insightface.utils.storage.ensure_available", no_network)
     online = Settings(data_home=tmp_path / "data", model_home=home, offline=False)
     assert build_recognizer({"type": "arcface-onnx"}, online).model_path.name == MOBILEFACENET
-    assert tried == ["buffalo_l"]
+    assert tried == []  # a model is at hand: no download is tried for the other
     offline = Settings(data_home=tmp_path / "data", model_home=home, offline=True)
     build_recognizer({"type": "arcface-onnx"}, offline)
-    assert tried == ["buffalo_l"]  # offline: no download attempt
+    assert tried == []
+    # With no model at all, online, buffalo_l is what gets fetched (here: fails, one line).
+    empty = Settings(data_home=tmp_path / "data", model_home=tmp_path / "empty", offline=False)
+    with pytest.raises(ModelNotFoundError, match="no ArcFace model"):
+        build_recognizer({"type": "arcface-onnx"}, empty)
+    assert tried == ["buffalo_l"]
 
     # A stand-in for w600k_r50.onnx (same interface) in insightface's folder wins.
     (tmp_path / "insightface").mkdir()

@@ -19,6 +19,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain click help: "[default: …]" in a help text stays text, flags show no type.
+    rich_markup_mode=None,
 )
 masks_app = typer.Typer(help="Synthetic face masks.", no_args_is_help=True)
 benchmark_app = typer.Typer(help="Throughput and memory benchmarks.", no_args_is_help=True)
@@ -250,7 +252,8 @@ def evaluate(
         Path | None, typer.Option(help="Output folder [default: runs/<protocol name>].")
     ] = None,
     limit: Annotated[
-        int | None, typer.Option(help="Use only the first N images (and their pairs).", min=1)
+        int | None,
+        typer.Option(help="A balanced subset: about N/2 pairs, at most N images.", min=1),
     ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     workers: Annotated[int, typer.Option(help="Processes for face preparation.", min=1)] = min(
@@ -357,7 +360,7 @@ def validate(
     """Check protocol files without running them: schema, plug-in names and arguments,
     and (with --files) the model files they need. Every problem of every file is listed.
 
-    A training config (a file with a ``model:`` and no ``inpainters:``) is checked
+    A training config (a file with a 'model:' and no 'inpainters:') is checked
     against the training schema instead.
     """
     from m2f_bench.evaluation import load_protocol
@@ -399,9 +402,15 @@ def _is_training_config(path: Path) -> bool:
 @app.command("list")
 @cli_errors
 def list_plugins(
-    what: Annotated[str, typer.Argument(help="datasets, detectors, mask-types or models.")] = "all",
+    what: Annotated[
+        str,
+        typer.Argument(
+            help="inpainters, recognizers, metrics, datasets, detectors, mask-types, models or all."
+        ),
+    ] = "all",
 ) -> None:
-    """List what is available: inpainters, recognizers, metrics, datasets, masks, models."""
+    """List what is available: inpainters, recognizers, metrics, datasets, detectors,
+    mask types and known model files (third-party plug-ins included)."""
     from m2f_bench.data import DATASETS
     from m2f_bench.faces.detect import DETECTORS
     from m2f_bench.hub import MODEL_FILES
@@ -456,7 +465,7 @@ def benchmark_prepare(
     data_home: DataHome = None,
     model_home: ModelHome = None,
 ) -> None:
-    """Time ``prepare`` (detect + landmarks + align + every mask type + writes) from scratch.
+    """Time 'prepare' (detect + landmarks + align + every mask type + writes) from scratch.
 
     Prints images/s and the peak resident memory of the main and the worker processes.
     """
@@ -601,7 +610,7 @@ def train(
 ) -> None:
     """Train a learned inpainter (unet-gan, baseline-gan) on a prepared face folder.
 
-    Data-parallel: ``torchrun --nproc-per-node N $(which m2f-bench) train ...``.
+    Data-parallel: torchrun --nproc-per-node N $(which m2f-bench) train ...
     """
     from m2f_bench.training.config import load_config
     from m2f_bench.training.loop import train as run_train

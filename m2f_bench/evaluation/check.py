@@ -84,7 +84,6 @@ def check_files(protocol: Protocol, settings: Any, source: str = "<protocol>") -
         ModelNotFoundError: One line listing each missing file with the key it belongs to.
     """
     from m2f_bench.errors import ModelNotFoundError
-
     from m2f_bench.inpainters import INPAINTERS
     from m2f_bench.recognition import RECOGNIZERS
 

@@ -15,6 +15,7 @@ normalisation and the use of the mirror image are options, all recorded in
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from numbers import Real
@@ -93,13 +94,31 @@ def _find_buffalo_l(settings: Settings) -> Path | None:
     return None
 
 
+_announced: set[str] = set()
+
+
+def _announce(line: str) -> None:
+    """Say once per process which default model is used."""
+    if line not in _announced:
+        _announced.add(line)
+        print(line, file=sys.stderr, flush=True)
+
+
 def default_model(settings: Settings) -> Path:
-    """insightface's buffalo_l ResNet-50 if present (or downloadable), else MobileFaceNet.
+    """insightface's buffalo_l ResNet-50 if present, else MobileFaceNet if present, else
+    buffalo_l downloaded (only then: with a model at hand nothing is fetched).
 
     Raises:
         ModelNotFoundError: Neither model is available.
     """
     found = _find_buffalo_l(settings)
+    if found is None and model_available(MOBILEFACENET_MODEL, settings):
+        # A model is at hand: no download is tried for the other one.
+        _announce(
+            f"arcface-onnx: using {MOBILEFACENET_MODEL} from {settings.model_home} "
+            f"(no {BUFFALO_L_MODEL} there)"
+        )
+        return model_path(MOBILEFACENET_MODEL, settings)
     if found is None and not settings.offline:
         try:
             from insightface.utils.storage import ensure_available
@@ -111,6 +130,7 @@ def default_model(settings: Settings) -> Path:
             )
         found = _find_buffalo_l(settings)
     if found is not None:
+        _announce(f"arcface-onnx: using {found}")
         return found
     if not model_available(MOBILEFACENET_MODEL, settings):
         raise ModelNotFoundError(
