@@ -126,6 +126,18 @@ def test_rerun_resumes_and_reproduces_every_number(demo_run):
     assert second.stdout.split("report:")[0] == first_table
 
 
+def test_a_resumed_run_reports_what_computing_the_reused_outputs_cost(demo_run):
+    out, _, second, _ = demo_run
+    assert second.exit_code == 0, second.output
+    timing = json.loads((out / "inpainted" / "opencv-telea" / "timing.json").read_text())
+    assert timing["n_computed"] == 4 and timing["seconds"] > 0
+    state = json.loads((out / "results.json").read_text())["inpainters"]["opencv-telea"]
+    # The second run computed nothing; it reports the first run's cost, and says so.
+    assert state["n_computed"] == 0 and state["n_reused"] == 4
+    assert state["seconds"] == timing["seconds"]
+    assert state["images_per_second"] == pytest.approx(4 / timing["seconds"], rel=1e-2)
+
+
 def test_report_rebuilds_from_saved_files(demo_run):
     out, *_ = demo_run
     before = (out / "summary.csv").read_text()

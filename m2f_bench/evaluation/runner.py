@@ -288,6 +288,8 @@ class _Evaluation:
                 round(len(todo) / seconds, 2) if todo and state["status"] == "ok" else None
             )
             self.timings["inpaint"][label] = state["seconds"]
+            if state["status"] == "ok":
+                _carry_timing(folder, state, len(self.ids))
         return states
 
     # -- stage 3 ------------------------------------------------------------------------
@@ -497,6 +499,28 @@ def evaluate(
     write_summary_csv(out_dir, results)
     render_report(out_dir, results, per_image, pair_scores)
     return results
+
+
+def _carry_timing(folder: Path, state: dict[str, Any], n_images: int) -> None:
+    """Keep an inpainter's compute time across resumed runs (``inpainted/X/timing.json``).
+
+    A rerun that reuses written outputs takes no time; the report should still show what
+    computing them cost. Seconds and images computed add up over the runs that computed
+    them; ``state`` then reports the total and says how many outputs were reused.
+    """
+    path = folder / "timing.json"
+    try:
+        before = json.loads(path.read_text()) if state["n_computed"] < n_images else {}
+    except (OSError, ValueError):
+        before = {}
+    seconds = float(before.get("seconds", 0.0)) + (state["seconds"] if state["n_computed"] else 0.0)
+    computed = int(before.get("n_computed", 0)) + state["n_computed"]
+    if state["n_computed"]:
+        atomic_write_json(path, {"seconds": round(seconds, 3), "n_computed": computed})
+    if computed and seconds > 0:
+        state["n_reused"] = n_images - state["n_computed"]
+        state["seconds"] = round(seconds, 3)
+        state["images_per_second"] = round(computed / seconds, 2)
 
 
 def _results_record(
