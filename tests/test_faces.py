@@ -120,3 +120,24 @@ def test_scrfd_aligns_the_central_face_of_a_group_photo(model_home):
     # The similarity fit puts the keypoints near the template (residuals of a 5-point fit).
     in_crop = transform_points(face.keypoints, face.matrix)
     assert np.abs(in_crop - aligner.geometry.template).max() < 6
+
+
+def test_hog_detects_on_a_downscaled_copy_of_a_huge_photo_and_maps_the_box_back(astronaut):
+    import cv2
+
+    from m2f_bench.faces.detect import DlibHOGDetector
+
+    detector = DlibHOGDetector(max_side=1024)
+
+    def best(found):
+        return max(found, key=lambda d: d.score)
+
+    huge = cv2.resize(astronaut, (4096, 4096), interpolation=cv2.INTER_CUBIC)
+    # What HOG finds on the 1024-px copy, in the huge photo's pixels (4× its box).
+    copy = cv2.resize(huge, (1024, 1024), interpolation=cv2.INTER_AREA)
+    expected = best(DlibHOGDetector(max_side=4096).detect(copy)).box * 4
+    np.testing.assert_allclose(best(detector.detect(huge)).box, expected)
+    # And that is the face the 512-px original shows, at 8× (HOG's scale steps move a
+    # box by some percent of its size).
+    small = best(detector.detect(astronaut)).box * 8
+    assert np.abs(expected - small).max() < 0.2 * (small[2] - small[0])

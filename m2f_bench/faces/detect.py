@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 from m2f_bench.registry import Registry
@@ -146,24 +147,32 @@ class DlibHOGDetector:
         upsample: Times the image is upsampled before detection (finds smaller faces).
         threshold: Minimum SVM score (dlib's default, 0: lower lets in false detections,
             which the centre rule may then prefer over the real face).
+        max_side: Larger photos are downscaled to this longest side for detection (HOG's
+            cost grows with the pixel count: an 8000×8000 photo would take minutes);
+            boxes are mapped back to the photo's pixels.
     """
 
     name = "dlib-hog"
 
-    def __init__(self, *, upsample: int = 1, threshold: float = 0.0) -> None:
+    def __init__(self, *, upsample: int = 1, threshold: float = 0.0, max_side: int = 1024) -> None:
         import dlib
 
         self._detector = dlib.get_frontal_face_detector()
         self.upsample = upsample
         self.threshold = threshold
+        self.max_side = max_side
 
     def detect(self, image: np.ndarray) -> list[Detection]:
+        scale = min(1.0, self.max_side / max(image.shape[:2]))
+        if scale < 1.0:
+            size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         rects, scores, _ = self._detector.run(
             np.ascontiguousarray(image), self.upsample, self.threshold
         )
         return [
             Detection(
-                box=np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64),
+                box=np.array([r.left(), r.top(), r.right(), r.bottom()], dtype=np.float64) / scale,
                 score=float(s),
                 keypoints=None,
                 detector=self.name,
