@@ -138,6 +138,17 @@ def test_a_resumed_run_reports_what_computing_the_reused_outputs_cost(demo_run):
     assert state["images_per_second"] == pytest.approx(4 / timing["seconds"], rel=1e-2)
 
 
+def test_report_names_no_split_for_the_demo_and_shows_the_masked_input_once(demo_run):
+    import re
+
+    out, *_ = demo_run
+    html = (out / "report.html").read_text()
+    assert "test split" not in html
+    grid = html[html.index("Sample faces") :]
+    header = re.findall(r"<th>([^<]*)</th>", grid.split("</thead>", 1)[0])
+    assert header == ["", "masked input", "opencv-telea", "original"], header
+
+
 def test_report_rebuilds_from_saved_files(demo_run):
     out, *_ = demo_run
     before = (out / "summary.csv").read_text()

@@ -73,6 +73,8 @@ class FaceDataset(ABC):
     name: ClassVar[str]
     #: Folder under the data home where the dataset lives by default.
     default_dirname: ClassVar[str]
+    #: Whether the dataset has identity-disjoint train/test splits (reports name the split).
+    has_splits: ClassVar[bool] = True
 
     root: Path
 

@@ -70,6 +70,7 @@ class DemoFaces(FaceDataset):
 
     name = "demo"
     default_dirname = "demo"
+    has_splits = False
 
     def __init__(self, root: Path | str, **_: Any) -> None:
         self.root = Path(root)

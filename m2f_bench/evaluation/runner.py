@@ -203,7 +203,7 @@ class _Evaluation:
         self.dataset_info = {
             "name": spec.name,
             "root": str(dataset.root),
-            "split": spec.split,
+            "split": spec.split if getattr(dataset, "has_splits", True) else None,
             "n_images": len(records),
             "n_pairs": len(pairs),
             # Images with no usable face, or whose one mask could not be drawn.

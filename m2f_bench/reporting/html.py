@@ -517,8 +517,21 @@ def _thumbnail(path: Path | None) -> str | None:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _input_label(results: Mapping[str, Any], inpainters: Sequence[str]) -> str | None:
+    """The inpainter whose output is the masked input itself (``type: masked``), if any."""
+    info = results.get("inpainters") or {}
+    return next(
+        (n for n in inpainters if ((info.get(n) or {}).get("spec") or {}).get("type") == "masked"),
+        None,
+    )
+
+
 def _samples(
-    out_dir: Path, results: Mapping[str, Any], inpainters: Sequence[str], per_image: pd.DataFrame
+    out_dir: Path,
+    results: Mapping[str, Any],
+    inpainters: Sequence[str],
+    per_image: pd.DataFrame,
+    input_label: str | None = None,
 ) -> list[dict[str, Any]]:
     paths = {**PATHS, **(results.get("paths") or {})}
     recognizers = [
@@ -532,8 +545,12 @@ def _samples(
     for sample in results.get("samples") or []:
         image_id, mask_type = str(sample["image_id"]), str(sample.get("mask_type", ""))
         fields = {"image_id": image_id, "mask_type": mask_type}
-        cells = [{"src": _thumbnail(_resolve(out_dir, paths["masked"], **fields)), "lines": []}]
-        for name in inpainters:
+        cells = []
+        first = {"src": _thumbnail(_resolve(out_dir, paths["masked"], **fields)), "lines": []}
+        for name in [input_label, *[n for n in inpainters if n != input_label]]:
+            if name is None:
+                cells.append(first)
+                continue
             row = scores.get((image_id, name), {})
             lines = []
             status = row.get("status")
@@ -546,6 +563,9 @@ def _samples(
             for column in recognizers:
                 if _present(row.get(column)):
                     lines.append(("", f"id {fmt_number(row[column], 3)} · {column[7:]}", None))
+            if name == input_label:  # the masked baseline is the input: shown once
+                cells.append(first | {"lines": lines})
+                continue
             src = _thumbnail(_resolve(out_dir, paths["inpainted"], inpainter=name, **fields))
             cells.append({"src": src, "lines": lines})
         cells.append({"src": _thumbnail(_resolve(out_dir, paths["crop"], **fields)), "lines": []})
@@ -575,7 +595,7 @@ def _what_was_measured(
     n_images = dataset.get("n_images")
     what = f"{n_images} face images" if n_images is not None else "Face images"
     name = dataset.get("name") or spec.get("name") or "the dataset"
-    split = dataset.get("split") or spec.get("split")
+    split = dataset["split"] if "split" in dataset else spec.get("split")
     sentences = [
         f"{what} from {name}{f' ({split} split)' if split else ''} were aligned"
         + (f" to {size}×{size} crops" if size else "")
@@ -783,8 +803,12 @@ def render_report(
         "tar_columns": tar_columns,
         "verification": verification_rows,
         "figures": _figures(results, working, per_image, pair_scores),
-        "sample_header": ["masked input", *working, "original"],
-        "samples": _samples(out_dir, results, working, per_image),
+        "sample_header": [
+            "masked input",
+            *[n for n in working if n != _input_label(results, working)],
+            "original",
+        ],
+        "samples": _samples(out_dir, results, working, per_image, _input_label(results, working)),
         "metrics": [
             {
                 "name": name,
