@@ -319,3 +319,20 @@ def test_id_sim_is_computed_when_the_protocol_lists_no_metrics(tmp_path, monkeyp
     per_image = pd.read_csv(out / "per_image.csv")
     assert per_image["id_sim.dlib"].notna().all() and len(per_image) == 2
     assert {"psnr", "ssim_hole"} <= set(per_image.columns)
+
+
+def test_two_runs_from_scratch_write_byte_identical_tables(tmp_path, monkeypatch):
+    protocol = yaml.safe_load(Path("protocols/demo.yaml").read_text())
+    protocol["inpainters"] = [{"type": "masked"}, {"type": "opencv-telea"}]
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(protocol))
+    monkeypatch.setenv("M2F_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("M2F_MODEL_HOME", str(tmp_path / "models"))
+    monkeypatch.setenv("M2F_OFFLINE", "1")
+    for name in ("a", "b"):
+        args = ["evaluate", str(path), "--out", str(tmp_path / name), "--limit", "3"]
+        result = runner.invoke(app, [*args, "--no-progress", "--workers", "1"])
+        assert result.exit_code == 0, result.output
+    for table in ("summary.csv", "per_image.csv"):
+        assert (tmp_path / "a" / table).read_bytes() == (tmp_path / "b" / table).read_bytes()
+    assert "seconds" not in pd.read_csv(tmp_path / "a" / "summary.csv").columns

@@ -250,7 +250,6 @@ def _summary(
                 "inpainter": label,
                 "recognizer": rec,
                 "n_images": n_images,
-                "seconds": state.get("seconds"),
                 "status": state.get("status", "ok"),
                 "error": state.get("error", ""),
             }
