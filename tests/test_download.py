@@ -140,6 +140,7 @@ def test_unreachable_text_file_says_where_to_put_it(
         LFW(tmp_path / "home" / "lfw")
     assert message.startswith(str(offline.value))
     assert "download failed: missing pairs.txt:" in message
+    assert not (tmp_path / "home").exists()  # the failed attempt left no empty folders
     assert f"Put the file at {tmp_path / 'home' / 'lfw' / 'pairs.txt'}" in message
     assert url in message
 

@@ -13,6 +13,7 @@ Missing files are downloaded from UMass and verified unless offline.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -183,9 +184,13 @@ class LFW(FaceDataset):
         """
         root = root if root is not None else settings.data_home / cls.default_dirname
         if download and not settings.offline:
+            created = [p for p in (settings.data_home, root) if not p.exists()]
             try:
                 download_lfw(root, variant=options.get("variant"))
             except UnreachableError as exc:
+                for folder in reversed(created):  # leave no empty folders behind
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
                 # Offline in practice: say everything that is missing, as --offline does.
                 try:
                     cls(root, **options)
