@@ -142,3 +142,12 @@ def test_summary_and_report_carry_paired_differences_and_recognizer_disagreement
     assert {("A", "better"), ("B", "worse")} <= verdicts
     text = " ".join(table["agreement"])
     assert "better than masked with A" in text and "worse than masked with B" in text
+
+
+def test_a_resample_with_one_kind_of_pair_has_no_tar():
+    pos = np.array([[3.0, 2.0, 1.0], [1.0, 1.0, 1.0]])
+    neg = np.array([[0.0, 0.0, 0.0], [2.0, 1.0, 0.0]])  # first resample: no impostor
+    tar = V._boot_tar(pos, neg, 0.5)
+    assert np.isnan(tar[0])
+    # Second: accepting scores ≥ u_1 lets in 1 of 3 impostors (≤ floor(0.5·3)); TAR 2/3.
+    assert tar[1] == pytest.approx(2 / 3)

@@ -377,9 +377,15 @@ def validate(
                 typer.echo(f"{path}: ok (training config)")
                 continue
             protocol = load_protocol(path)
-            check_protocol(protocol, str(path))
-            if settings is not None:
-                check_files(protocol, settings, str(path))
+            problems = []
+            checks = [check_protocol] + ([] if settings is None else [check_files])
+            for check in checks:  # names and arguments, then files: every problem at once
+                try:
+                    check(*([protocol, settings] if check is check_files else [protocol]), "")
+                except M2FError as exc:
+                    problems.append(str(exc).removeprefix(": "))
+            if problems:
+                raise M2FError(f"{path}: " + "; ".join(problems))
         except M2FError as exc:
             failed += 1
             typer.echo(f"error: {exc}", err=True)

@@ -125,7 +125,15 @@ def aggregate(
             | {k: int(v) if k.startswith("n_") else float(v) for k, v in stats.items()}
         )
 
-    paired = _paired(per_image, pair_scores, id_columns, fars, n_boot, seed)
+    baseline = next(
+        (
+            label
+            for label, state in (results.get("inpainters") or {}).items()
+            if (state.get("spec") or {}).get("type") == "masked"
+        ),
+        BASELINE,
+    )
+    paired = _paired(per_image, pair_scores, id_columns, fars, n_boot, seed, baseline)
     value_columns = pixel_names + list(id_columns.values())
 
     def by(column: str) -> list[dict[str, Any]]:
@@ -161,16 +169,17 @@ def _paired(
     fars: Sequence[float],
     n_boot: int,
     seed: int,
+    baseline: str = "masked",
 ) -> list[dict[str, Any]]:
     """Each method minus ``masked``: verification (inpainted↔clean vs masked↔clean, on the
     same pairs) and id_sim (same images), with paired identity-bootstrap 95 % intervals."""
     from m2f_bench.metrics.verification import paired_difference
 
     rows: list[dict[str, Any]] = []
-    labels = [x for x in per_image["inpainter"].unique() if x != BASELINE] if len(per_image) else []
-    if BASELINE not in set(per_image.get("inpainter", ())):
+    labels = [x for x in per_image["inpainter"].unique() if x != baseline] if len(per_image) else []
+    if baseline not in set(per_image.get("inpainter", ())):
         return rows
-    base_images = per_image[per_image["inpainter"] == BASELINE].set_index("image_id")
+    base_images = per_image[per_image["inpainter"] == baseline].set_index("image_id")
     key = ["fold", "a", "b"]
     for rec in dict.fromkeys(list(id_columns) + list(pair_scores.get("recognizer", ()))):
         rec_pairs = pair_scores[pair_scores["recognizer"] == rec]
@@ -194,7 +203,13 @@ def _paired(
                 (rec_pairs["scenario"] == "inpainted-clean") & (rec_pairs["inpainter"] == label)
             ]
             if len(inpainted) and len(base_pairs):
-                merged = inpainted.merge(base_pairs, on=key, suffixes=("", "_base"))
+                merged = inpainted.merge(
+                    base_pairs, on=key, suffixes=("", "_base"), validate="one_to_one"
+                )
+                if len(merged) != len(inpainted):
+                    log.warning("paired difference %s %s: pairs do not match", rec, label)
+                    rows.append(row)
+                    continue
                 try:
                     diff = paired_difference(
                         merged["score"].to_numpy(float),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from m2f_bench.errors import M2FError
+from m2f_bench.errors import M2FError, UnknownNameError
 from m2f_bench.evaluation.protocol import Protocol, ProtocolError
 from m2f_bench.registry import check_arguments
 
@@ -93,12 +93,12 @@ def check_files(protocol: Protocol, settings: Any, source: str = "<protocol>") -
         ("recognizers", RECOGNIZERS, protocol.recognizers),
     ):
         for i, plugin in enumerate(plugins):
-            factory = registry.get(plugin.type)
-            check = getattr(factory, "check_files", None)
-            if check is None:
-                continue
             try:
-                check(plugin.args, settings)
+                check = getattr(registry.get(plugin.type), "check_files", None)
+                if check is not None:
+                    check(plugin.args, settings)
+            except UnknownNameError:
+                continue  # check_protocol reports unknown names
             except M2FError as exc:
                 problems.append(f"{section}.{i} ({plugin.label}): {exc}")
     if problems:

@@ -267,6 +267,7 @@ class _Evaluation:
                     if not same:
                         # Outputs of another spec must not survive next to the new ones.
                         marker.unlink(missing_ok=True)
+                        (folder / "timing.json").unlink(missing_ok=True)
                         for old in folder.glob("*.png"):
                             old.unlink()
                     atomic_write_json(marker, signature)

@@ -463,7 +463,8 @@ def _boot_tar(pos: np.ndarray, neg: np.ndarray, far: float) -> np.ndarray:
     allowed = np.floor(far * n_neg + 1e-9)
     accepted = np.where(neg_above <= allowed, pos_above, 0.0).max(axis=1, initial=0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n_pos[:, 0] > 0, accepted / n_pos[:, 0], np.nan)
+        # One kind of pair only: no TAR, as tar_at_far refuses (left out like AUC's NaN).
+        return np.where((n_pos[:, 0] > 0) & (n_neg[:, 0] > 0), accepted / n_pos[:, 0], np.nan)
 
 
 def _resampled_statistics(

@@ -407,7 +407,7 @@ def _agreement(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         for name, v in split.items():
             parts = ", ".join(f"{verdict} than masked with {rec}" for rec, verdict in v.items())
             sentences.append(f"{name} on {label}: {parts}.")
-        if verdicts and not split:
+        if not split and any(len(v) > 1 for v in verdicts.values()):
             sentences.append(
                 f"On {label} against masked, every recognizer reaches the same verdict "
                 "for every method."

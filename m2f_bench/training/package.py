@@ -116,6 +116,9 @@ def package_model(
     save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(weights)
 
+    from m2f_bench.inpainters import INPAINTERS
+
+    data = config["data"]
     steps, batch = state["step"], config["optim"]["batch_size"]
     environment = run.get("environment") or {}
     card: dict[str, Any] = {
@@ -125,14 +128,20 @@ def package_model(
         "weights_sha256": sha256_file(weights),
         "dtype": "float16" if fp16 else "float32",
         "parameters": int(sum(v.numel() for v in tensors.values())),
-        "architecture": json.loads(metadata["arch_args"]) | {"skips": name != "baseline-gan"},
+        "architecture": json.loads(metadata["arch_args"]) | {"skips": INPAINTERS.get(name).skips},
         "input": "N×3×H×W RGB in [-1, 1] (hole pixels zeroed) + N×1×H×W hole (1 = hole); "
         "H, W multiples of 2^(levels+1); output RGB in [-1, 1], composited into the hole",
         "data": {
             "dataset": "LFW deep-funneled, people folds 1-5 (the train split); validation = a "
             "seeded 10 % identity carve-out; no test-split (pairs folds 6-10) identity seen",
             "prepared": "m2f-bench prepare lfw --split train (128-px crops, 68 landmarks)",
-            "masks": "a fresh synthetic mask per image per epoch (masks v2, all types)",
+            "train_split": data["train_split"],
+            "val_split": data["val_split"],
+            "val_crops": data["val_limit"],
+            "masks": "a fresh synthetic mask per image per epoch (masks v2, "
+            + (", ".join(data["mask_types"]) if data.get("mask_types") else "all types")
+            + f"), flips p={data['flip']}, colour jitter "
+            f"{data['brightness']}/{data['contrast']}/{data['saturation']}",
         },
         "training": {
             "config": "config.yaml",
@@ -143,6 +152,7 @@ def package_model(
             "identity_loss": None,
             "started_at": run.get("started_at"),
             "finished_at": state.get("saved_at"),
+            # First start to last save: includes any time the run was stopped between resumes.
             "wall_hours": round(_hours(run["started_at"], state["saved_at"]), 2)
             if run.get("started_at") and state.get("saved_at")
             else None,
@@ -184,7 +194,8 @@ def _readme(card: dict[str, Any]) -> str:
         lines.append(f"- **Notes**: {t['notes']}")
     if v:
         lines.append(
-            f"- **Validation** (step {v.get('step')}, 256 val crops): PSNR {v['psnr']:.2f} dB, "
+            f"- **Validation** (step {v.get('step')}, {card['data']['val_crops']} val crops): "
+            f"PSNR {v['psnr']:.2f} dB, "
             f"SSIM {v['ssim']:.4f}, hole PSNR {v['psnr_hole']:.2f} dB."
         )
     test = card.get("test")
