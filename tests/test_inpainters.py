@@ -56,8 +56,8 @@ def test_import_loads_no_heavy_back_end():
     assert done.stdout.strip() == "[]"
 
 
-#: Learned inpainters find their weights through the model cards in models/; until weights
-#: are shipped there, tests/test_training.py builds them from a trained run instead.
+#: Learned inpainters find their weights through the model cards in models/ (shipped:
+#: tests/test_models.py checks them; tests/test_training.py builds them from a run).
 LEARNED = {"unet-gan", "baseline-gan"}
 
 
@@ -71,6 +71,7 @@ def test_every_entry_without_required_arguments_runs_and_composites():
     assert {"masked", *CLASSICAL, *LEARNED} <= set(buildable)
     # A new entry that needs arguments must get its own test, like these three.
     assert set(INPAINTERS.names()) - set(buildable) == NEEDS_ARGUMENTS
+    assert all(_shipped(name) for name in LEARNED)
     buildable = [name for name in buildable if name not in LEARNED or _shipped(name)]
     images, holes = masked_batch()
     before = images.copy()
