@@ -167,8 +167,12 @@ def package_model(
         card["training"]["notes"] = notes
     if results is not None:
         card["test"] = _test_figures(Path(results), name)
-    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-    atomic_write_text(out_dir / "card.yaml", yaml.safe_dump(card, sort_keys=False, allow_unicode=True))
+    atomic_write_text(
+        out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+    )
+    atomic_write_text(
+        out_dir / "card.yaml", yaml.safe_dump(card, sort_keys=False, allow_unicode=True)
+    )
     atomic_write_text(out_dir / "README.md", _readme(card))
     return out_dir / "card.yaml"
 
