@@ -41,6 +41,15 @@ def lfw_home() -> Path:
 
 
 @pytest.fixture(scope="session")
+def celeba_home() -> Path:
+    """The data home holding the CelebA subset; skips when it is not configured."""
+    home = _home("M2F_DATA_HOME")
+    if home is None or not (home / "celeba" / "identity_CelebA.txt").is_file():
+        pytest.skip("needs M2F_DATA_HOME with celeba/ (e.g. ../shared/data)")
+    return home
+
+
+@pytest.fixture(scope="session")
 def offline_settings(tmp_path_factory) -> Settings:
     """Settings with empty homes and no network: only what ships with the packages."""
     root = tmp_path_factory.mktemp("homes")

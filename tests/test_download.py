@@ -145,6 +145,20 @@ def test_unreachable_text_file_says_where_to_put_it(
     assert url in message
 
 
+def test_failed_download_into_a_default_cache_leaves_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closed_port_url: str
+) -> None:
+    """The default data home is <user cache>/m2f-bench/data: a failed first download
+    must not leave m2f-bench/ (nor data/, lfw/) behind in the user's cache."""
+    monkeypatch.setitem(lfw.SOURCES, "pairs.txt", RemoteFile(closed_port_url, "0" * 64))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    settings = Settings(data_home=cache / "m2f-bench" / "data", model_home=tmp_path / "m")
+    with pytest.raises(DataNotFoundError):
+        LFW.open(settings)
+    assert list(cache.iterdir()) == []
+
+
 def test_unreachable_archive_says_where_to_put_the_images(
     server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closed_port_url: str
 ) -> None:

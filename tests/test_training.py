@@ -437,3 +437,44 @@ def _initial_generator(config: dict) -> dict:
     torch.manual_seed(spec.seed)
     network = INPAINTERS.get(spec.model.name).build_network(**spec.model.arch_args())
     return network.state_dict()
+
+
+def test_second_stage_starts_from_the_given_weights_and_its_card_says_so(
+    prepared, finished_run, tmp_path
+):
+    """``model.init``: a run that starts from another run's (or a model's) generator, whose
+    step-0 weights are exactly those, and whose card records what it started from."""
+    import yaml
+
+    from m2f_bench.inpainters._nets import read_generator
+    from m2f_bench.training.package import package_model
+
+    first = package_model(finished_run, tmp_path / "models" / "stage1", fp16=False)
+    seen = {}
+
+    def keep_first(trainer, values):
+        seen.setdefault("step", trainer.step)
+
+    # Before any step: the generator equals the init weights.
+    config = parse_config(tiny_config(prepared, model={"init": str(first.parent)}))
+    from m2f_bench.training.distributed import init_distributed
+    from m2f_bench.training.loop import Trainer
+
+    trainer = Trainer(config, tmp_path / "unused", init_distributed("cpu"))
+    trainer.init_from(config.model.init)
+    _, stage1 = read_generator(first.parent / "model.safetensors")
+    for key, value in trainer.generator.state_dict().items():
+        assert torch.equal(value, stage1[key].float()), key
+
+    out = tmp_path / "stage2"
+    result = run(prepared, out, model={"init": str(first.parent)}, on_step=keep_first)
+    assert result.stopped == "done" and seen["step"] == 1
+    card = yaml.safe_load(package_model(out, tmp_path / "models" / "stage2").read_text())
+    init = card["training"]["init"]
+    assert init["weights"] == str(first.parent) and init["steps"] == 8
+    assert "Second stage" in (tmp_path / "models" / "stage2" / "README.md").read_text()
+    # A mismatched architecture or another inpainter's weights are refused in one line.
+    with pytest.raises(M2FError, match="architecture"):
+        run(prepared, tmp_path / "bad", model={"init": str(first.parent), "widths": [8, 16]})
+    with pytest.raises(M2FError, match="holds 'unet-gan' weights"):
+        run(prepared, tmp_path / "bad2", model={"init": str(first.parent), "name": "baseline-gan"})

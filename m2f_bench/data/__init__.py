@@ -8,6 +8,7 @@ from m2f_bench.registry import Registry
 #: Dataset classes by name; third parties add theirs through ``m2f_bench.datasets``.
 DATASETS: Registry[type[FaceDataset]] = Registry("dataset", "m2f_bench.datasets")
 DATASETS.register_lazy("lfw", "m2f_bench.data.lfw:LFW")
+DATASETS.register_lazy("celeba", "m2f_bench.data.celeba:CelebA")
 DATASETS.register_lazy("celebahq", "m2f_bench.data.celebahq:CelebAHQ")
 DATASETS.register_lazy("folder", "m2f_bench.data.folder:IdentityFolder")
 DATASETS.register_lazy("demo", "m2f_bench.data.demo:DemoFaces")

@@ -243,13 +243,17 @@ class GeneratedPairsDataset(FaceDataset):
     def _scan(self) -> list[tuple[str, str, Path]]:
         """``(image_id, identity, path)`` of every image, sorted by identity then file."""
 
+    def _assign_folds(self, images_by_identity: Mapping[str, Sequence[str]]) -> dict[str, int]:
+        """The 1-based fold of every identity; by default :func:`assign_folds`."""
+        return assign_folds(images_by_identity, self.n_folds, self.seed)
+
     @cached_property
     def _index(self) -> tuple[tuple[FaceRecord, ...], tuple[Pair, ...], dict[str, int]]:
         images = self._scan()
         by_identity: dict[str, list[str]] = defaultdict(list)
         for image_id, identity, _ in images:
             by_identity[identity].append(image_id)
-        folds = assign_folds(by_identity, self.n_folds, self.seed)
+        folds = self._assign_folds(by_identity)
         pairs = generate_pairs(by_identity, folds, self.n_folds, self.pairs_per_fold, self.seed)
         test_images = {i for p in pairs if p.fold in TEST_FOLDS for i in (p.a, p.b)}
         records = tuple(

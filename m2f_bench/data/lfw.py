@@ -184,7 +184,9 @@ class LFW(FaceDataset):
         """
         root = root if root is not None else settings.data_home / cls.default_dirname
         if download and not settings.offline:
-            created = [p for p in (settings.data_home, root) if not p.exists()]
+            # Every folder a download attempt may create, outermost first (the user
+            # cache's m2f-bench/ included), so that a failed one removes them all.
+            created = [p for p in (*reversed(root.parents), root) if not p.exists()]
             try:
                 download_lfw(root, variant=options.get("variant"))
             except UnreachableError as exc:

@@ -36,6 +36,11 @@ class ModelSpec(_Strict):
     widths: tuple[int, ...] = Field((32, 64, 128, 256), min_length=2)
     bottleneck_blocks: int = Field(2, ge=0)
     unshuffle: int = Field(2, ge=1)
+    init: str | None = Field(
+        None,
+        description="start from these generator weights (a .safetensors file, a model folder "
+        "or a training run) instead of a random initialisation: a second training stage",
+    )
 
     def arch_args(self) -> dict[str, Any]:
         """Keyword arguments of the generator network."""

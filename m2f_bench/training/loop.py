@@ -187,6 +187,32 @@ class Trainer:
             (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else nullcontext
         )
 
+    def init_from(self, weights: str) -> Path:
+        """Load the generator weights a second training stage starts from.
+
+        Raises:
+            M2FError: The weights belong to another inpainter or another architecture.
+        """
+        from m2f_bench.inpainters._nets import read_generator, resolve_weights
+
+        name = self.config.model.name
+        path = resolve_weights(weights, name)
+        if not path.is_file():
+            raise M2FError(f"model.init: no generator weights at {path}")
+        metadata, tensors = read_generator(path)
+        if metadata.get("inpainter") != name:
+            raise M2FError(
+                f"model.init: {path} holds {metadata.get('inpainter')!r} weights, not {name!r}"
+            )
+        if json.loads(metadata["arch_args"]) != self.generator.arch_args:
+            raise M2FError(
+                f"model.init: {path} has architecture {metadata['arch_args']}, the config asks "
+                f"for {json.dumps(self.generator.arch_args)}"
+            )
+        self.generator.load_state_dict({k: v.float() for k, v in tensors.items()})
+        log.info("generator initialised from %s", path)
+        return path
+
     # -- one step ---------------------------------------------------------------------
 
     def _check_finite(self, values: dict[str, torch.Tensor]) -> None:
@@ -384,6 +410,8 @@ def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
         )
         trainer.step = state["step"]
         run_info = state["run"]
+    elif config.model.init:
+        trainer.init_from(config.model.init)
     info = _write_run_info(config, run_dir, ctx) if ctx.is_main else {}
     if checkpoint is None:
         run_info = info

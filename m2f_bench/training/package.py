@@ -108,6 +108,8 @@ def package_model(
     config, run = state["config"], state.get("run") or {}
     metadata, tensors = read_generator(checkpoint / "generator.safetensors")
     name = metadata["inpainter"]
+    # Before anything is written: the init weights may live in out_dir itself.
+    init = _init_facts(config["model"]["init"], name) if config["model"].get("init") else None
     dtype = torch.float16 if fp16 else torch.float32
     tensors = {k: v.to(dtype).contiguous() for k, v in tensors.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -163,6 +165,8 @@ def package_model(
         },
         "validation": _last_validation(run_dir),
     }
+    if init is not None:
+        card["training"]["init"] = init
     if notes:
         card["training"]["notes"] = notes
     if results is not None:
@@ -175,6 +179,35 @@ def package_model(
     )
     atomic_write_text(out_dir / "README.md", _readme(card))
     return out_dir / "card.yaml"
+
+
+def _init_facts(init: str, name: str) -> dict[str, Any]:
+    """What a second training stage started from: the weights and, from their card, how
+    they were trained (a copy, since packaging may overwrite that folder)."""
+    import yaml
+
+    from m2f_bench._download import sha256_file
+    from m2f_bench.inpainters._nets import resolve_weights
+
+    facts: dict[str, Any] = {"weights": init}
+    try:
+        path = resolve_weights(init, name)
+    except M2FError:
+        return facts
+    if path.is_file():
+        facts["sha256"] = sha256_file(path)
+    card_path = path.parent / "card.yaml"
+    if card_path.is_file():
+        before = yaml.safe_load(card_path.read_text(encoding="utf-8")) or {}
+        training = before.get("training") or {}
+        facts |= {
+            k: training[k]
+            for k in ("command", "steps", "batch_size", "images_seen", "wall_hours", "hardware")
+            if k in training
+        }
+        if "init" in training:
+            facts["init"] = training["init"]
+    return facts
 
 
 def _readme(card: dict[str, Any]) -> str:
@@ -194,6 +227,19 @@ def _readme(card: dict[str, Any]) -> str:
         f"{t.get('wall_hours')} h wall on {t['hardware']} (torch {t.get('torch')}).",
         f"- **Identity loss**: {t.get('identity_loss') or 'none'}.",
     ]
+    init = t.get("init")
+    if init:
+        before = (
+            f" ({init['steps']:,} steps × batch {init.get('batch_size', '?')}, "
+            f"{init.get('wall_hours', '?')} h on {init.get('hardware', '?')}: "
+            f"`{init.get('command', '?')}`)"
+            if "steps" in init
+            else ""
+        )
+        lines.append(
+            f"- **Second stage**: initialised from `{init['weights']}`{before}; the steps above "
+            "are this stage's."
+        )
     if t.get("notes"):
         lines.append(f"- **Notes**: {t['notes']}")
     if v:
