@@ -114,23 +114,6 @@ class CelebA(GeneratedPairsDataset):
         #: Images listed in the identity file that are not in the image folder.
         self.missing = 0
 
-    def _identities(self) -> dict[str, str]:
-        """Identity of every file name listed in ``identity_CelebA.txt``."""
-        identities: dict[str, str] = {}
-        for i, line in enumerate(read_lines(self.identity_path), start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2 or not _is_number_file(fields[0]) or not fields[1].isdigit():
-                raise M2FError(
-                    f"{self.identity_path}:{i}: expected '<file> <identity>', got {line!r}"
-                )
-            if identities.setdefault(fields[0], fields[1]) != fields[1]:
-                raise M2FError(
-                    f"{self.identity_path}:{i}: {fields[0]} is listed with two identities"
-                )
-        return identities
-
     def _partitions(self) -> dict[str, str]:
         """Partition (train, val, test) of every file in ``list_eval_partition.txt``."""
         assert self.partition_path is not None
@@ -147,7 +130,7 @@ class CelebA(GeneratedPairsDataset):
         return partitions
 
     def _scan(self) -> list[tuple[str, str, Path]]:
-        identities = self._identities()
+        identities = read_identity_file(self.identity_path)
         present = {
             entry.name
             for entry in os.scandir(self.images_dir)
@@ -211,6 +194,24 @@ class CelebA(GeneratedPairsDataset):
             for i, k in assign_folds(tested, len(TEST_FOLDS), self.seed).items()
         }
         return folds
+
+
+def read_identity_file(path: Path) -> dict[str, str]:
+    """Identity of every file name listed in CelebA's ``identity_CelebA.txt``.
+
+    Raises:
+        M2FError: A line is not ``<NNNNNN.jpg> <identity>``, or a file has two identities.
+    """
+    identities: dict[str, str] = {}
+    for i, line in enumerate(read_lines(path), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or not _is_number_file(fields[0]) or not fields[1].isdigit():
+            raise M2FError(f"{path}:{i}: expected '<file> <identity>', got {line!r}")
+        if identities.setdefault(fields[0], fields[1]) != fields[1]:
+            raise M2FError(f"{path}:{i}: {fields[0]} is listed with two identities")
+    return identities
 
 
 def _label_file(root: Path, name: str) -> Path:

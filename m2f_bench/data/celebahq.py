@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from m2f_bench.data._pairs import GeneratedPairsDataset, read_lines
+from m2f_bench.data.celeba import read_identity_file
 from m2f_bench.errors import DataNotFoundError, M2FError
 
 CELEBAMASK_HQ_URL = "https://github.com/switchablenorms/CelebAMask-HQ"
@@ -98,17 +99,10 @@ class CelebAHQ(GeneratedPairsDataset):
 
     def _celeba_identities(self) -> dict[int, str]:
         """Identity of every CelebA file number."""
-        identities: dict[int, str] = {}
-        for i, line in enumerate(read_lines(self.identity_path), start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2 or not _is_number_file(fields[0]) or not fields[1].isdigit():
-                raise M2FError(
-                    f"{self.identity_path}:{i}: expected '<file> <identity>', got {line!r}"
-                )
-            identities[int(Path(fields[0]).stem)] = fields[1]
-        return identities
+        return {
+            int(Path(name).stem): identity
+            for name, identity in read_identity_file(self.identity_path).items()
+        }
 
     def _scan(self) -> list[tuple[str, str, Path]]:
         mapping = self._hq_to_celeba()
