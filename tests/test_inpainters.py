@@ -15,7 +15,7 @@ from m2f_bench.inpainters import INPAINTERS, Inpainter, build_inpainter, list_in
 
 CLASSICAL = ["opencv-telea", "opencv-ns", "biharmonic"]
 #: Entries that cannot be built from their type alone, each tested below.
-NEEDS_ARGUMENTS = {"onnx", "command", "python"}
+NEEDS_ARGUMENTS = {"onnx", "command", "python", "keras", "diffusers"}
 MASK_COLOUR = (90, 160, 230)
 
 

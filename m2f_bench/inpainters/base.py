@@ -177,3 +177,48 @@ def list_inpainters() -> list[tuple[str, str]]:
             summary = f"(cannot load: {exc})"
         listed.append((name, summary))
     return listed
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An image (or float mask) resized to ``size`` = (height, width): area averaging when
+    shrinking, bilinear when enlarging."""
+    import cv2
+
+    shrink = size[0] * size[1] < image.shape[0] * image.shape[1]
+    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return cv2.resize(image, (size[1], size[0]), interpolation=interpolation)
+
+
+def resize_batch(
+    images: np.ndarray, holes: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crops and holes at a model's working size. A model pixel that touches the hole is a
+    hole pixel, so no part of the original hole is left to the model as known."""
+    if images.shape[1:3] == tuple(size):
+        return images, holes
+    return (
+        np.stack([resize_image(image, size) for image in images]),
+        np.stack([resize_image(hole.astype(np.float32), size) > 0 for hole in holes]),
+    )
+
+
+def run_at_size(
+    images: np.ndarray,
+    holes: np.ndarray,
+    size: tuple[int, int] | None,
+    batch_size: int,
+    run: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """Resize to ``size`` (None: as they are), ``run`` batch by batch, resize back."""
+    height, width = images.shape[1:3]
+    if size is not None:
+        images, holes = resize_batch(images, holes, size)
+    out = np.concatenate(
+        [
+            run(images[i : i + batch_size], holes[i : i + batch_size])
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+    if out.shape[1:3] != (height, width):
+        out = np.stack([resize_image(image, (height, width)) for image in out])
+    return out

@@ -11,12 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from m2f_bench.errors import M2FError, ModelNotFoundError
 from m2f_bench.faces.detect import onnx_providers
-from m2f_bench.inpainters.base import Inpainter
+from m2f_bench.inpainters.base import Inpainter, run_at_size
 
 log = logging.getLogger(__name__)
 
@@ -156,21 +155,7 @@ class ONNXInpainter(Inpainter):
         self._mask_dtype = _FLOAT_TYPES[inputs[mask_input].type]
 
     def inpaint(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
-        height, width = images.shape[1:3]
-        if self.size is not None and self.size != (height, width):
-            images = np.stack([_resize(image, self.size) for image in images])
-            # A hole pixel that covers any part of a model pixel makes it a hole pixel, so
-            # no part of the original hole is left to the model as known.
-            holes = np.stack([_resize(hole.astype(np.float32), self.size) > 0 for hole in holes])
-        out = np.concatenate(
-            [
-                self._run(images[i : i + self.batch_size], holes[i : i + self.batch_size])
-                for i in range(0, len(images), self.batch_size)
-            ]
-        )
-        if out.shape[1:3] != (height, width):
-            out = np.stack([_resize(image, (height, width)) for image in out])
-        return out
+        return run_at_size(images, holes, self.size, self.batch_size, self._run)
 
     def _run(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
         count = len(images)
@@ -201,9 +186,3 @@ class ONNXInpainter(Inpainter):
             )
         y = (y - low) * (255.0 / (high - low))
         return np.clip(np.rint(y), 0, 255).astype(np.uint8)[:count]
-
-
-def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    shrink = size[0] * size[1] < image.shape[0] * image.shape[1]
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    return cv2.resize(image, (size[1], size[0]), interpolation=interpolation)
