@@ -8,7 +8,16 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from m2f_bench.errors import M2FError
 from m2f_bench.metrics import METRICS, aggregate, pixel
-from m2f_bench.metrics.pixel import SSIM_BORDER, l1_hole, psnr, psnr_hole, ssim, ssim_hole, ssim_map
+from m2f_bench.metrics.pixel import (
+    SSIM_BORDER,
+    l1_hole,
+    psnr,
+    psnr_hole,
+    ssim,
+    ssim_hole,
+    ssim_map,
+    ssim_whole_and_hole,
+)
 
 SKIMAGE_SSIM = dict(
     data_range=255, channel_axis=-1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
@@ -63,6 +72,17 @@ def test_ssim_hole_is_mean_of_scikit_image_map_over_hole_inside_border(astronaut
         inside = np.zeros_like(holes[i])
         inside[b:-b, b:-b] = holes[i, b:-b, b:-b]
         assert got[i] == pytest.approx(full.mean(axis=-1)[inside].mean(), abs=1e-6)
+
+
+def test_ssim_whole_and_hole_at_once_equal_the_two_functions_bit_for_bit(astronaut):
+    restored, reference = structured_batch(astronaut)
+    holes = np.zeros(restored.shape[:3], dtype=bool)
+    holes[:, 20:50, 10:40] = True
+    holes[1] = False  # an image without a hole: NaN for the hole value only
+    whole, hole = ssim_whole_and_hole(restored, reference, holes)
+    np.testing.assert_array_equal(whole, ssim(restored, reference))
+    np.testing.assert_array_equal(hole, ssim_hole(restored, reference, holes))
+    assert np.isnan(hole[1]) and not np.isnan(whole[1])
 
 
 def test_hole_metrics_match_hand_computation_and_ignore_pixels_outside():
