@@ -39,3 +39,25 @@ def test_shipped_unet_gan_loads_by_name_without_pickles_and_fills_the_hole():
     out = build_inpainter({"type": "unet-gan"})(images, holes)
     assert np.array_equal(out[~holes], images[~holes])
     assert np.abs(out[holes].astype(int) - images[holes]).mean() > 5
+
+
+def test_learned_model_runs_at_its_training_size_inside_a_larger_crop():
+    """``size: 128`` on 256-px crops: the crop and its (grown) hole are scaled to 128, the
+    network runs there, and its output is scaled back and composited into the exact hole."""
+    from m2f_bench.inpainters import build_inpainter
+    from m2f_bench.inpainters.base import resize_batch, resize_image
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (3, 256, 256, 3), dtype=np.uint8)
+    holes = np.zeros((3, 256, 256), bool)
+    holes[:, 141:239, 61:195] = True
+    out = build_inpainter({"type": "unet-gan", "size": 128})(images, holes)
+    assert out.shape == images.shape
+    assert np.array_equal(out[~holes], images[~holes])
+    small, small_holes = resize_batch(images, holes, (128, 128))
+    assert small_holes.sum() >= holes.sum() / 4  # grown, never shrunk
+    direct = build_inpainter({"type": "unet-gan"}).inpaint(small, small_holes)
+    expected = np.stack([resize_image(image, (256, 256)) for image in direct])
+    assert np.array_equal(out[holes], expected[holes])
+    with pytest.raises(Exception, match="size must be"):
+        build_inpainter({"type": "baseline-gan", "size": [128]})

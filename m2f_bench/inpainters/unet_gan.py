@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from m2f_bench.errors import M2FError
-from m2f_bench.inpainters.base import Inpainter
+from m2f_bench.inpainters.base import Inpainter, run_at_size
 
 
 class UNetGANInpainter(Inpainter):
@@ -26,6 +26,10 @@ class UNetGANInpainter(Inpainter):
             the model whose card names this inpainter.
         device: ``cpu`` or ``cuda``.
         batch_size: Crops per forward pass.
+        size: Side (or ``[height, width]``) the crops are resized to and back from, e.g.
+            the crop size the model was trained at (128 for the shipped models) when a
+            protocol works at 256 px: the crop window is the same at every size, so a
+            downscaled crop is what the model saw in training. Default: as given.
     """
 
     name = "unet-gan"
@@ -35,7 +39,11 @@ class UNetGANInpainter(Inpainter):
     skips: ClassVar[bool] = True
 
     def __init__(
-        self, weights: str | None = None, device: str = "cpu", batch_size: int = 32
+        self,
+        weights: str | None = None,
+        device: str = "cpu",
+        batch_size: int = 32,
+        size: int | list[int] | None = None,
     ) -> None:
         import torch
 
@@ -48,6 +56,12 @@ class UNetGANInpainter(Inpainter):
             raise M2FError(f"{where}: CUDA is not available")
         if batch_size < 1:
             raise M2FError(f"{where}: batch_size must be at least 1, got {batch_size}")
+        sides = [size, size] if isinstance(size, int) else list(size or [])
+        if size is not None and (
+            len(sides) != 2 or not all(isinstance(v, int) and v >= 16 for v in sides)
+        ):
+            raise M2FError(f"{where}: size must be one side or [height, width] ≥ 16, got {size!r}")
+        self.size = tuple(sides) if size is not None else None
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.network = load_network(weights, self.model_name, self.skips)
@@ -71,6 +85,9 @@ class UNetGANInpainter(Inpainter):
         return EncoderDecoderGenerator(cls.skips, **arch_args)
 
     def inpaint(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
+        return run_at_size(images, holes, self.size, self.batch_size, self._forward)
+
+    def _forward(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
         import torch
         from torch.nn import functional as F
 
