@@ -153,3 +153,24 @@ def test_shared_celeba_subset(celeba_home: Path) -> None:
     assert len({r.identity for r in records}) == 100
     assert Counter(p.fold for p in ds.test_pairs()) == {k: 300 for k in TEST_FOLDS}
     assert_generated_protocol(ds, pairs_per_fold=300)
+
+
+def test_prepared_faces_of_the_two_celeba_image_folders_are_never_mixed(tmp_path: Path) -> None:
+    """Both image folders give the same ids (celeba_NNNNNN): the prepared-folder
+    fingerprint, which decides what a resumed run reuses, must tell them apart."""
+    from m2f_bench.faces.pipeline import AlignerConfig
+    from m2f_bench.prepare.runner import PrepareConfig, dataset_source
+
+    write_celeba(tmp_path, folder="img_celeba")
+    write_celeba(tmp_path, folder="img_align_celeba")
+    wild, aligned = CelebA(tmp_path), CelebA(tmp_path, images="img_align_celeba")
+    assert {r.image_id for r in wild.records()} == {r.image_id for r in aligned.records()}
+
+    def fingerprint(ds: CelebA, options: dict) -> str:
+        aligner = AlignerConfig(size=64, scrfd_path=None, use_hog=True)
+        return PrepareConfig(
+            "celeba", str(tmp_path), aligner, ("n95",), 0, dataset_source(ds, options)
+        ).fingerprint()
+
+    assert fingerprint(wild, {}) != fingerprint(aligned, {"images": "img_align_celeba"})
+    assert fingerprint(wild, {}) == fingerprint(CelebA(tmp_path), {})

@@ -199,7 +199,7 @@ def test_port_gives_dlibs_descriptors_on_real_faces(backends, faces):
     ported = torch_backend._describe(crops, landmarks)
     reference = dlib_backend._describe(crops, landmarks)
     assert ported.shape == reference.shape == (7, 128)
-    assert np.abs(ported - reference).max() <= 1e-4  # measured 4e-7 here, 5e-7 on LFW
+    assert np.abs(ported - reference).max() <= 1e-5  # measured 4e-7 here, 5e-7 on 384 LFW crops
     normalised = [x / np.linalg.norm(x, axis=1, keepdims=True) for x in (ported, reference)]
     assert cosine(*normalised).min() >= 0.99999
     # Different people are far apart: the agreement is not that of two constant outputs.
@@ -213,7 +213,7 @@ def test_backends_embed_alike_and_share_a_cache_key(backends, faces, hog_aligner
     crops, landmarks = np.concatenate([crops] * 2), np.concatenate([landmarks] * 2)
     ported = torch_backend.embed(crops, hog_aligner.geometry, landmarks)
     reference = dlib_backend.embed(crops, hog_aligner.geometry, landmarks)
-    assert np.abs(ported - reference).max() <= 1e-4
+    assert np.abs(ported - reference).max() <= 1e-5
     np.testing.assert_allclose(ported[:7], ported[7:], atol=1e-6)  # batch position is no matter
     assert torch_backend.key == dlib_backend.key
     assert "backend" not in torch_backend.config()

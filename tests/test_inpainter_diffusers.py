@@ -217,7 +217,8 @@ def test_missing_extra_names_the_install_command(tmp_path, monkeypatch):
 
 def _assert_says_where_to_put_a_copy(message: str, why: str) -> None:
     assert "\n" not in message
-    assert f"'{NOT_CACHED}' is not in the Hugging Face cache" in message
+    assert f"'{NOT_CACHED}' is neither a folder (no " in message
+    assert "nor in the Hugging Face cache" in message
     assert f"cannot be downloaded ({why})" in message
     assert f"hf download {NOT_CACHED} --local-dir DIR" in message and "model: DIR" in message
 
@@ -266,3 +267,18 @@ def test_spec_errors_are_one_line(tiny_pipeline):
     ):
         with pytest.raises(M2FError, match=match):
             _build(tiny_pipeline, **args)
+
+
+def test_offline_flag_reaches_plugins_built_from_a_spec(monkeypatch, tmp_path):
+    """`--offline` is a setting; plug-ins built from a spec (the diffusers pipeline and the
+    Hugging Face hub behind it) learn it from the environment the CLI sets."""
+    import os
+
+    from m2f_bench.cli.main import _settings
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("M2F_OFFLINE", "0")
+    settings = _settings(tmp_path / "d", tmp_path / "m", False)
+    assert not settings.offline and os.environ["HF_HUB_OFFLINE"] == "0"
+    assert _settings(tmp_path / "d", tmp_path / "m", True).offline
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["M2F_OFFLINE"] == "1"

@@ -350,6 +350,12 @@ def test_keras_spec_errors(keras, tmp_path):
         build_inpainter({"type": "keras", "model": model, "image_range": [1, 0]})
     with pytest.raises(M2FError, match="channel_order must be rgb or bgr"):
         build_inpainter({"type": "keras", "model": model, "channel_order": "yuv"})
+    for size in ([64], "128", 0, -8, [32, 0]):
+        with pytest.raises(M2FError, match="size must be one side or"):
+            build_inpainter({"type": "keras", "model": model, "size": size})
+    for batch_size in ("4", 0, 2.5):
+        with pytest.raises(M2FError, match="batch_size must be an integer"):
+            build_inpainter({"type": "keras", "model": model, "batch_size": batch_size})
 
     two_inputs = tmp_path / "two.keras"
     unet(keras, "input").save(two_inputs)

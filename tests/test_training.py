@@ -469,9 +469,17 @@ def test_second_stage_starts_from_the_given_weights_and_its_card_says_so(
     out = tmp_path / "stage2"
     result = run(prepared, out, model={"init": str(first.parent)}, on_step=keep_first)
     assert result.stopped == "done" and seen["step"] == 1
+    # Recorded when the run started: replacing the stage-1 weights afterwards does not
+    # change what the stage-2 card says it started from.
+    recorded = json.loads((out / "run.json").read_text())["init"]
+    assert recorded["sha256"] == yaml.safe_load(first.read_text())["weights_sha256"]
+    package_model(finished_run, first.parent, fp16=True)
     card = yaml.safe_load(package_model(out, tmp_path / "models" / "stage2").read_text())
     init = card["training"]["init"]
     assert init["weights"] == str(first.parent) and init["steps"] == 8
+    assert (
+        init["sha256"] == recorded["sha256"] != yaml.safe_load(first.read_text())["weights_sha256"]
+    )
     assert "Second stage" in (tmp_path / "models" / "stage2" / "README.md").read_text()
     # A mismatched architecture or another inpainter's weights are refused in one line.
     with pytest.raises(M2FError, match="architecture"):

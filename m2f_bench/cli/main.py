@@ -89,9 +89,15 @@ def _main(
 
 
 def _settings(data_home: Path | None, model_home: Path | None, offline: bool):
-    from m2f_bench.settings import Settings
+    from m2f_bench.settings import OFFLINE_ENV, Settings
 
-    return Settings.resolve(data_home, model_home, offline=offline or None)
+    settings = Settings.resolve(data_home, model_home, offline=offline or None)
+    if settings.offline:
+        # Plug-ins built from a spec never see the settings: the environment tells them
+        # (and the Hugging Face libraries behind the diffusers inpainter) for this command.
+        os.environ[OFFLINE_ENV] = "1"
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    return settings
 
 
 def _open_dataset(name: str, settings, root: Path | None):
@@ -147,6 +153,7 @@ def prepare(
     from m2f_bench.faces.pipeline import AlignerConfig
     from m2f_bench.prepare import PrepareConfig
     from m2f_bench.prepare import prepare as run_prepare
+    from m2f_bench.prepare.runner import dataset_source
 
     if split not in ("train", "test", "all"):
         raise M2FError(f"unknown split {split!r}; choose train, test or all")
@@ -174,6 +181,7 @@ def prepare(
         aligner=aligner,
         mask_types=types,
         seed=seed,
+        dataset_source=dataset_source(ds),
     )
     out = out or Path("runs") / f"prepared-{dataset}-{split}-{size}"
     summary = run_prepare(records, config, out, workers=workers, progress=progress)

@@ -51,7 +51,7 @@ from m2f_bench.evaluation.schema import PATHS
 from m2f_bench.evaluation.selection import assign_masks, limit_selection, select
 from m2f_bench.faces.align import CropGeometry
 from m2f_bench.faces.pipeline import AlignerConfig
-from m2f_bench.prepare.runner import PrepareConfig, prepare
+from m2f_bench.prepare.runner import PrepareConfig, dataset_source, prepare
 from m2f_bench.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -180,6 +180,7 @@ class _Evaluation:
             ),
             mask_types=tuple(types),
             seed=self.protocol.masks.seed,
+            dataset_source=dataset_source(dataset, spec.options),
         )
         prepared = self.out_dir / "prepared"
         summary = prepare(
@@ -210,6 +211,9 @@ class _Evaluation:
             "n_failed_images": len(records) - len(self.ids),
             "n_dropped_pairs": self.n_dropped_pairs,
         }
+        if getattr(dataset, "missing", None):
+            # Listed by the dataset's label files but absent from its image folder.
+            self.dataset_info["n_listed_missing"] = int(dataset.missing)
         self.prepare_fingerprint = config.fingerprint()
         if not self.ids:
             raise M2FError(
@@ -242,11 +246,16 @@ class _Evaluation:
         )
 
     # -- stage 2 ------------------------------------------------------------------------
-    def inpaint(self, build) -> dict[str, dict[str, Any]]:
-        """Run every inpainter; returns its status by name and keeps outputs on disk."""
+    def inpaint(self, build, effective=lambda spec: spec) -> dict[str, dict[str, Any]]:
+        """Run every inpainter; returns its status by name and keeps outputs on disk.
+
+        ``effective`` adds what the run imposes on a spec (the device): it is part of the
+        spec that is built, recorded and compared on resume, since a CUDA run may differ
+        (fp16) from a CPU one.
+        """
         states: dict[str, dict[str, Any]] = {}
         for plugin in self.protocol.inpainters:
-            label, spec = plugin.label, plugin.spec()
+            label, spec = plugin.label, effective(plugin.spec())
             state: dict[str, Any] = {"spec": spec, "status": "ok", "error": ""}
             states[label] = state
             folder = self.out_dir / "inpainted" / label
@@ -485,7 +494,8 @@ def evaluate(
         extra = _device_arg(RECOGNIZERS.get(r.type), r.args, device)
         recognizers[r.label] = build_recognizer(spec | extra, settings)
     inpainter_states = run.inpaint(
-        lambda spec: build_inpainter(spec | _device_arg(INPAINTERS.get(spec["type"]), spec, device))
+        build_inpainter,
+        lambda spec: spec | _device_arg(INPAINTERS.get(spec["type"]), spec, device),
     )
     ok_labels = [label for label, s in inpainter_states.items() if s["status"] == "ok"]
 

@@ -179,6 +179,43 @@ def list_inpainters() -> list[tuple[str, str]]:
     return listed
 
 
+def parse_size(
+    size: Any, where: str, *, multiple: int = 1, minimum: int = 1
+) -> tuple[int, int] | None:
+    """A ``size:`` argument (one side or ``[height, width]``) as (height, width), or None.
+
+    Raises:
+        M2FError: Not one or two integers ≥ ``minimum`` that are multiples of ``multiple``.
+    """
+    if size is None:
+        return None
+    sides = [size, size] if isinstance(size, int) else size
+    if (
+        not isinstance(sides, list | tuple)
+        or len(sides) != 2
+        or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= minimum and v % multiple == 0
+            for v in sides
+        )
+    ):
+        rule = f"multiples of {multiple}" if multiple > 1 else f"≥ {minimum}"
+        raise M2FError(f"{where}: size must be one side or [height, width], {rule}; got {size!r}")
+    return (sides[0], sides[1])
+
+
+def parse_batch_size(batch_size: Any, where: str) -> int | None:
+    """A ``batch_size:`` argument, or None.
+
+    Raises:
+        M2FError: Not an integer ≥ 1.
+    """
+    if batch_size is None:
+        return None
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise M2FError(f"{where}: batch_size must be an integer ≥ 1, got {batch_size!r}")
+    return batch_size
+
+
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """An image (or float mask) resized to ``size`` = (height, width): area averaging when
     shrinking, bilinear when enlarging."""

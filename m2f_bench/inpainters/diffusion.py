@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from m2f_bench.errors import M2FError, ModelNotFoundError
-from m2f_bench.inpainters.base import Inpainter, resize_batch, resize_image
+from m2f_bench.inpainters.base import Inpainter, parse_size, resize_batch, resize_image
 from m2f_bench.settings import OFFLINE_ENV, Settings
 
 log = logging.getLogger(__name__)
@@ -274,12 +274,7 @@ def _noise_seed(seed: int, image: np.ndarray, hole: np.ndarray) -> int:
 
 
 def _working_size(size: int | Sequence[int] | None, where: str) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    sides = (size, size) if isinstance(size, int) else tuple(size)
-    if len(sides) != 2 or not all(isinstance(s, int) and s > 0 and s % 8 == 0 for s in sides):
-        raise M2FError(f"{where}: size must be one side or [height, width], multiples of 8")
-    return (sides[0], sides[1])
+    return parse_size(size, where, multiple=8)
 
 
 def _check_folder(path: Path, where: str) -> None:
@@ -317,10 +312,12 @@ def _not_cached_message(model: str, where: str, why: str) -> str:
         from huggingface_hub.constants import HF_HUB_CACHE as cache
     except ImportError:
         cache = "the Hugging Face cache"
+    # "owner/name" is also how a relative folder reads: say that no such folder exists.
+    folder = Path(model).expanduser().resolve()
     return (
-        f"{where}: {model!r} is not in the Hugging Face cache ({cache}) and cannot be "
-        f"downloaded ({why}); on a machine with network run `hf download {model} "
-        "--local-dir DIR`, copy DIR here and set model: DIR"
+        f"{where}: {model!r} is neither a folder (no {folder}) nor in the Hugging Face "
+        f"cache ({cache}), and cannot be downloaded ({why}); on a machine with network run "
+        f"`hf download {model} --local-dir DIR`, copy DIR here and set model: DIR"
     )
 
 

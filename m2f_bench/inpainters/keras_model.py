@@ -26,11 +26,15 @@ Which framework reads which file, and why:
 
 Files are loaded with ``compile=False`` (a training loss such as Mask2Face's
 ``ssim_loss`` is not needed to predict) and in Keras' safe mode, so a file cannot run
-code of its own: a ``Lambda`` layer must be rewritten as a layer class.
+code of its own: a ``Lambda`` layer must be rewritten as a layer class. Safe mode holds
+for legacy ``.h5`` files too only from Keras 3.11.3 on (CVE-2025-9905; the extras ask for
+≥ 3.14, which also fixes CVE-2026-1462). A SavedModel is a TensorFlow program: load only
+SavedModels you trust.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import json
@@ -44,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from m2f_bench.errors import M2FError, ModelNotFoundError
-from m2f_bench.inpainters.base import Inpainter, run_at_size
+from m2f_bench.inpainters.base import Inpainter, parse_batch_size, parse_size, run_at_size
 
 log = logging.getLogger(__name__)
 
@@ -246,8 +250,8 @@ class KerasInpainter(Inpainter):
             raise M2FError(f"{where}: channel_order must be rgb or bgr, got {channel_order!r}")
         if mask_value not in (0, 1):
             raise M2FError(f"{where}: mask_value must be 0 or 1, got {mask_value!r}")
-        if batch_size is not None and batch_size < 1:
-            raise M2FError(f"{where}: batch_size must be at least 1, got {batch_size}")
+        batch_size = parse_batch_size(batch_size, where)
+        size = parse_size(size, where)
 
         if path.is_dir():
             inputs, outputs, self._predict = _load_saved_model(path, where)
@@ -309,7 +313,7 @@ class KerasInpainter(Inpainter):
         fixed_batch = image_shape[0]
         resize_to = fixed_size
         if size is not None:
-            resize_to = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+            resize_to = size
             if fixed_size is not None and resize_to != fixed_size:
                 raise M2FError(
                     f"{where}: size {list(resize_to)} but {path.name} takes "
@@ -431,6 +435,11 @@ def _load_saved_model(path: Path, where: str) -> tuple[_Inputs, list[str], _Pred
         raise M2FError(
             f"{where}: a SavedModel folder needs TensorFlow: {TENSORFLOW_EXTRA}"
         ) from exc
+    # TensorFlow reserves nearly all of a GPU's memory on first use by default, which would
+    # starve the torch models (learned inpainters, recognizers) of the same run.
+    for gpu in tf.config.list_physical_devices("GPU"):
+        with contextlib.suppress(RuntimeError):  # already initialised: too late, leave it
+            tf.config.experimental.set_memory_growth(gpu, True)
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:  # TensorFlow's errors share no base class but Exception

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from m2f_bench.errors import M2FError
-from m2f_bench.inpainters.base import Inpainter, run_at_size
+from m2f_bench.inpainters.base import Inpainter, parse_size, run_at_size
 
 
 class UNetGANInpainter(Inpainter):
@@ -56,12 +56,7 @@ class UNetGANInpainter(Inpainter):
             raise M2FError(f"{where}: CUDA is not available")
         if batch_size < 1:
             raise M2FError(f"{where}: batch_size must be at least 1, got {batch_size}")
-        sides = [size, size] if isinstance(size, int) else list(size or [])
-        if size is not None and (
-            len(sides) != 2 or not all(isinstance(v, int) and v >= 16 for v in sides)
-        ):
-            raise M2FError(f"{where}: size must be one side or [height, width] ≥ 16, got {size!r}")
-        self.size = tuple(sides) if size is not None else None
+        self.size = parse_size(size, where, minimum=16)
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.network = load_network(weights, self.model_name, self.skips)

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -75,6 +76,9 @@ class PrepareConfig:
     aligner: AlignerConfig
     mask_types: tuple[str, ...]
     seed: int = 0
+    #: The dataset's options and image folder as JSON: two options of one dataset (CelebA's
+    #: ``images:``, LFW's ``variant``) give the same image ids from different photos.
+    dataset_source: str = "{}"
 
     def fingerprint(self) -> str:
         """Short digest of the settings and the package version.
@@ -87,6 +91,14 @@ class PrepareConfig:
         }
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def dataset_source(dataset: Any, options: dict[str, Any] | None = None) -> str:
+    """:attr:`PrepareConfig.dataset_source` of an opened dataset and its options."""
+    images = getattr(dataset, "images_dir", "")
+    return json.dumps(
+        {"options": options or {}, "images": str(images)}, sort_keys=True, default=str
+    )
 
 
 @dataclass

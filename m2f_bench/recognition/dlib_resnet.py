@@ -17,6 +17,7 @@ what changes a verification score), so the backend is not part of
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -209,18 +210,25 @@ class _TorchDescriber:
         Batches side by side rather than one batch on all threads: intra-op threads wait
         for the slowest at every layer, which on a shared machine is the one descheduled
         (2 busy cores: 27–84 faces/s with 2 intra-op threads, 200–315 with 2 batches on
-        one thread each). Torch's thread count is restored afterwards.
+        one thread each). Torch's thread count is process-wide: it is 1 while the batches
+        run (torch work on other threads meanwhile runs on one thread too) and restored
+        afterwards; concurrent calls are serialised so that they cannot leave it at 1.
         """
         torch = self._torch
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            if workers > 1 and len(chunks) > 1:
+        if workers <= 1 or len(chunks) <= 1:
+            return [self(*chunk) for chunk in chunks]
+        with _THREADS_LOCK:
+            previous = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
                 with ThreadPoolExecutor(min(workers, len(chunks))) as pool:
                     return list(pool.map(lambda chunk: self(*chunk), chunks))
-            return [self(*chunk) for chunk in chunks]
-        finally:
-            torch.set_num_threads(previous)
+            finally:
+                torch.set_num_threads(previous)
+
+
+#: Serialises :meth:`_TorchDescriber.run`'s change of torch's process-wide thread count.
+_THREADS_LOCK = threading.Lock()
 
 
 _worker_describer: _Describer | None = None

@@ -345,7 +345,9 @@ def _prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> Path |
     return checkpoint
 
 
-def _write_run_info(config: TrainConfig, run_dir: Path, ctx: DistContext) -> dict[str, Any]:
+def _write_run_info(
+    config: TrainConfig, run_dir: Path, ctx: DistContext, init: dict[str, Any] | None = None
+) -> dict[str, Any]:
     from m2f_bench.evaluation.runner import environment, git_commit
 
     info = {
@@ -357,6 +359,8 @@ def _write_run_info(config: TrainConfig, run_dir: Path, ctx: DistContext) -> dic
         "torch": torch.__version__,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if init is not None:
+        info["init"] = init
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
     atomic_write_json(run_dir / "run.json", info)
@@ -410,9 +414,14 @@ def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
         )
         trainer.step = state["step"]
         run_info = state["run"]
-    elif config.model.init:
-        trainer.init_from(config.model.init)
-    info = _write_run_info(config, run_dir, ctx) if ctx.is_main else {}
+    init = None
+    if checkpoint is None and config.model.init:
+        from m2f_bench.training.package import init_facts
+
+        path = trainer.init_from(config.model.init)
+        # Recorded now, not when packaging: the weights at that path may change later.
+        init = init_facts(config.model.init, config.model.name) | {"path": str(path.resolve())}
+    info = _write_run_info(config, run_dir, ctx, init) if ctx.is_main else {}
     if checkpoint is None:
         run_info = info
     val = (

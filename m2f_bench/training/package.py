@@ -109,7 +109,9 @@ def package_model(
     metadata, tensors = read_generator(checkpoint / "generator.safetensors")
     name = metadata["inpainter"]
     # Before anything is written: the init weights may live in out_dir itself.
-    init = _init_facts(config["model"]["init"], name) if config["model"].get("init") else None
+    init = run.get("init")  # what the run started from, recorded when it started
+    if init is None and config["model"].get("init"):
+        init = init_facts(config["model"]["init"], name)
     dtype = torch.float16 if fp16 else torch.float32
     tensors = {k: v.to(dtype).contiguous() for k, v in tensors.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +183,7 @@ def package_model(
     return out_dir / "card.yaml"
 
 
-def _init_facts(init: str, name: str) -> dict[str, Any]:
+def init_facts(init: str, name: str) -> dict[str, Any]:
     """What a second training stage started from: the weights and, from their card, how
     they were trained (a copy, since packaging may overwrite that folder)."""
     import yaml
