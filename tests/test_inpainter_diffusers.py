@@ -271,14 +271,16 @@ def test_spec_errors_are_one_line(tiny_pipeline):
 
 def test_offline_flag_reaches_plugins_built_from_a_spec(monkeypatch, tmp_path):
     """`--offline` is a setting; plug-ins built from a spec (the diffusers pipeline and the
-    Hugging Face hub behind it) learn it from the environment the CLI sets."""
+    Hugging Face hub behind it) learn it from the environment `evaluate` sets while it
+    runs, and which it restores afterwards."""
     import os
 
-    from m2f_bench.cli.main import _settings
+    from m2f_bench.cli.main import _offline_environment, _settings
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("M2F_OFFLINE", "0")
-    settings = _settings(tmp_path / "d", tmp_path / "m", False)
-    assert not settings.offline and os.environ["HF_HUB_OFFLINE"] == "0"
-    assert _settings(tmp_path / "d", tmp_path / "m", True).offline
-    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["M2F_OFFLINE"] == "1"
+    with _offline_environment(_settings(tmp_path / "d", tmp_path / "m", False)):
+        assert "HF_HUB_OFFLINE" not in os.environ
+    with _offline_environment(_settings(tmp_path / "d", tmp_path / "m", True)):
+        assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["M2F_OFFLINE"] == "1"
+    assert "HF_HUB_OFFLINE" not in os.environ and os.environ["M2F_OFFLINE"] == "0"

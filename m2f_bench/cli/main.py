@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -89,15 +90,30 @@ def _main(
 
 
 def _settings(data_home: Path | None, model_home: Path | None, offline: bool):
-    from m2f_bench.settings import OFFLINE_ENV, Settings
+    from m2f_bench.settings import Settings
 
-    settings = Settings.resolve(data_home, model_home, offline=offline or None)
+    return Settings.resolve(data_home, model_home, offline=offline or None)
+
+
+@contextlib.contextmanager
+def _offline_environment(settings):
+    """While a command runs: tell plug-ins built from a spec, which never see the settings
+    (and the Hugging Face libraries behind the diffusers inpainter), that it is offline.
+    The environment is restored afterwards, so an in-process caller is not affected."""
+    from m2f_bench.settings import OFFLINE_ENV
+
+    names = (OFFLINE_ENV, "HF_HUB_OFFLINE")
+    before = {name: os.environ.get(name) for name in names}
     if settings.offline:
-        # Plug-ins built from a spec never see the settings: the environment tells them
-        # (and the Hugging Face libraries behind the diffusers inpainter) for this command.
-        os.environ[OFFLINE_ENV] = "1"
-        os.environ["HF_HUB_OFFLINE"] = "1"
-    return settings
+        os.environ.update(dict.fromkeys(names, "1"))
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _open_dataset(name: str, settings, root: Path | None):
@@ -129,7 +145,9 @@ def _subset(records: list, limit: int | None, seed: int) -> list:
 @app.command()
 @cli_errors
 def prepare(
-    dataset: Annotated[str, typer.Argument(help="Dataset name: lfw, celebahq, folder.")],
+    dataset: Annotated[
+        str, typer.Argument(help="Dataset name: lfw, celeba, celebahq, folder, demo.")
+    ],
     split: Annotated[str, typer.Option(help="train, test or all.")] = "test",
     size: Size = 128,
     limit: Annotated[int | None, typer.Option(help="Prepare a seeded subset of N images.")] = None,
@@ -283,16 +301,17 @@ def evaluate(
     settings = _settings(data_home, model_home, offline)
     out = out or Path("runs") / spec.name
     try:
-        results = run_evaluate(
-            spec,
-            settings,
-            out,
-            limit=limit,
-            device=device,
-            workers=workers,
-            progress=progress,
-            protocol_file=str(protocol),
-        )
+        with _offline_environment(settings):
+            results = run_evaluate(
+                spec,
+                settings,
+                out,
+                limit=limit,
+                device=device,
+                workers=workers,
+                progress=progress,
+                protocol_file=str(protocol),
+            )
     except (DataNotFoundError, ModelNotFoundError) as exc:
         home = (
             f"data home {settings.data_home} (--data-home or M2F_DATA_HOME)"

@@ -167,3 +167,13 @@ def check_batch(crops: np.ndarray, geometry: CropGeometry) -> np.ndarray:
             f"expected uint8 crops of shape N×{size}×{size}×3, got {crops.dtype} {crops.shape}"
         )
     return np.ascontiguousarray(crops)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity on Linux)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

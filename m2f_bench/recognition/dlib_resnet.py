@@ -16,7 +16,6 @@ what changes a verification score), so the backend is not part of
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from collections.abc import Mapping
@@ -28,7 +27,13 @@ import numpy as np
 
 from m2f_bench.errors import M2FError
 from m2f_bench.faces.align import CropGeometry
-from m2f_bench.recognition.base import Recognizer, check_batch, file_digest, l2_normalise
+from m2f_bench.recognition.base import (
+    Recognizer,
+    check_batch,
+    file_digest,
+    l2_normalise,
+    usable_cpus,
+)
 
 #: Context around the landmarks in dlib's chip, as the model was trained.
 CHIP_PADDING = 0.25
@@ -63,7 +68,7 @@ class DlibResNet(Recognizer):
         self.model_path = Path(face_recognition_models.face_recognition_model_location())
         self.backend = backend
         self.batch_size = batch_size
-        self.workers = workers if workers is not None else _usable_cpus()
+        self.workers = workers if workers is not None else usable_cpus()
         self._pool: ProcessPoolExecutor | None = None
         if backend == "torch":
             self._describe: _Describer | _TorchDescriber = _TorchDescriber(
@@ -138,13 +143,6 @@ class DlibResNet(Recognizer):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-
-
-def _usable_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _dlib_shape(dlib: Any, landmarks: np.ndarray) -> Any:
