@@ -9,7 +9,12 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from m2f_bench.errors import M2FError
 from m2f_bench.metrics import METRICS, aggregate, pixel
 from m2f_bench.metrics.pixel import (
+    L1_HOLE,
+    PSNR,
+    SSIM,
     SSIM_BORDER,
+    SSIM_HOLE,
+    compute_metrics,
     l1_hole,
     psnr,
     psnr_hole,
@@ -83,6 +88,12 @@ def test_ssim_whole_and_hole_at_once_equal_the_two_functions_bit_for_bit(astrona
     np.testing.assert_array_equal(whole, ssim(restored, reference))
     np.testing.assert_array_equal(hole, ssim_hole(restored, reference, holes))
     assert np.isnan(hole[1]) and not np.isnan(whole[1])
+    # What the evaluation calls: every asked metric, in the order asked, same values.
+    asked = [PSNR, SSIM_HOLE, L1_HOLE, SSIM]
+    got = compute_metrics(asked, restored, reference, holes)
+    assert list(got) == [m.name for m in asked]
+    for metric in asked:
+        np.testing.assert_array_equal(got[metric.name], metric(restored, reference, holes))
 
 
 def test_hole_metrics_match_hand_computation_and_ignore_pixels_outside():

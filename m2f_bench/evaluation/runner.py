@@ -371,7 +371,7 @@ class _Evaluation:
         ok_labels: Sequence[str],
     ) -> pd.DataFrame:
         """Pixel metrics and identity similarity of every (image, working inpainter)."""
-        from m2f_bench.metrics.pixel import SSIM, SSIM_HOLE, ssim_whole_and_hole
+        from m2f_bench.metrics.pixel import compute_metrics
         from m2f_bench.recognition import cosine
 
         start = time.perf_counter()
@@ -383,16 +383,8 @@ class _Evaluation:
             table.insert(6, "inpainter", label)
             table.insert(7, "status", "ok")
             table.insert(8, "error", "")
-            shared = {}
-            if SSIM in metrics and SSIM_HOLE in metrics:  # one SSIM map per image for both
-                shared[SSIM.name], shared[SSIM_HOLE.name] = ssim_whole_and_hole(
-                    outputs, self.clean, self.holes
-                )
-            for metric in metrics:
-                if metric.name in shared:
-                    table[metric.name] = shared[metric.name]
-                else:
-                    table[metric.name] = metric(outputs, self.clean, self.holes)
+            for name, values in compute_metrics(metrics, outputs, self.clean, self.holes).items():
+                table[name] = values
             for rec_label in recognizers if self.wants_id_sim else ():
                 emb = embeddings[rec_label]
                 # float64 so that the CSV round-trips exactly and `report` reproduces means.

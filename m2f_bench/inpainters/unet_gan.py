@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from m2f_bench.errors import M2FError
-from m2f_bench.inpainters.base import Inpainter, parse_size, run_at_size
+from m2f_bench.inpainters.base import Inpainter, parse_batch_size, parse_size, run_at_size
 
 
 class UNetGANInpainter(Inpainter):
@@ -54,8 +54,7 @@ class UNetGANInpainter(Inpainter):
             raise M2FError(f"{where}: device must be cpu or cuda, got {device!r}")
         if device == "cuda" and not torch.cuda.is_available():
             raise M2FError(f"{where}: CUDA is not available")
-        if batch_size < 1:
-            raise M2FError(f"{where}: batch_size must be at least 1, got {batch_size}")
+        batch_size = parse_batch_size(batch_size, where)
         self.size = parse_size(size, where, minimum=16)
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -88,18 +87,15 @@ class UNetGANInpainter(Inpainter):
 
         from m2f_bench.inpainters._nets import to_tensors, to_uint8
 
+        # One batch: run_at_size has cut the crops into batches already.
         height, width = images.shape[1:3]
         m = self.network.multiple
         pad_h, pad_w = (-height) % m, (-width) % m
-        outputs = []
         with torch.inference_mode():
-            for i in range(0, len(images), self.batch_size):
-                chunk = slice(i, i + self.batch_size)
-                image, hole = to_tensors(images[chunk], holes[chunk])
-                if pad_h or pad_w:
-                    # Padded pixels are known context mirrored from the border.
-                    image = F.pad(image, (0, pad_w, 0, pad_h), mode="reflect")
-                    hole = F.pad(hole, (0, pad_w, 0, pad_h))
-                out = self.network(image.to(self.device), hole.to(self.device))
-                outputs.append(to_uint8(out[:, :, :height, :width].cpu()))
-        return np.concatenate(outputs)
+            image, hole = to_tensors(images, holes)
+            if pad_h or pad_w:
+                # Padded pixels are known context mirrored from the border.
+                image = F.pad(image, (0, pad_w, 0, pad_h), mode="reflect")
+                hole = F.pad(hole, (0, pad_w, 0, pad_h))
+            out = self.network(image.to(self.device), hole.to(self.device))
+            return to_uint8(out[:, :, :height, :width].cpu())

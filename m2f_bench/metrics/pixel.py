@@ -18,7 +18,7 @@ Conventions:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -306,3 +306,20 @@ L1_HOLE = PixelMetric(
     ),
     compute=l1_hole,
 )
+
+
+def compute_metrics(
+    metrics: Sequence[PixelMetric],
+    restored: np.ndarray,
+    reference: np.ndarray,
+    holes: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The values of several pixel metrics by name; :data:`SSIM` and :data:`SSIM_HOLE`
+    together share one SSIM map per image (:func:`ssim_whole_and_hole`)."""
+    values: dict[str, np.ndarray] = {}
+    if SSIM in metrics and SSIM_HOLE in metrics:
+        values[SSIM.name], values[SSIM_HOLE.name] = ssim_whole_and_hole(restored, reference, holes)
+    for metric in metrics:
+        if metric.name not in values:
+            values[metric.name] = metric(restored, reference, holes)
+    return {metric.name: values[metric.name] for metric in metrics}

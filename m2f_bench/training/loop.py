@@ -193,23 +193,21 @@ class Trainer:
         Raises:
             M2FError: The weights belong to another inpainter or another architecture.
         """
-        from m2f_bench.inpainters._nets import read_generator, resolve_weights
+        from m2f_bench.inpainters import INPAINTERS
+        from m2f_bench.inpainters._nets import load_network, resolve_weights
 
         name = self.config.model.name
         path = resolve_weights(weights, name)
-        if not path.is_file():
-            raise M2FError(f"model.init: no generator weights at {path}")
-        metadata, tensors = read_generator(path)
-        if metadata.get("inpainter") != name:
+        try:
+            loaded = load_network(path, name, INPAINTERS.get(name).skips)
+        except M2FError as exc:
+            raise M2FError(f"model.init: {exc}") from None
+        if loaded.arch_args != self.generator.arch_args:
             raise M2FError(
-                f"model.init: {path} holds {metadata.get('inpainter')!r} weights, not {name!r}"
+                f"model.init: {path} has architecture {json.dumps(loaded.arch_args)}, the "
+                f"config asks for {json.dumps(self.generator.arch_args)}"
             )
-        if json.loads(metadata["arch_args"]) != self.generator.arch_args:
-            raise M2FError(
-                f"model.init: {path} has architecture {metadata['arch_args']}, the config asks "
-                f"for {json.dumps(self.generator.arch_args)}"
-            )
-        self.generator.load_state_dict({k: v.float() for k, v in tensors.items()})
+        self.generator.load_state_dict(loaded.state_dict())
         log.info("generator initialised from %s", path)
         return path
 
@@ -419,8 +417,9 @@ def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
         from m2f_bench.training.package import init_facts
 
         path = trainer.init_from(config.model.init)
-        # Recorded now, not when packaging: the weights at that path may change later.
-        init = init_facts(config.model.init, config.model.name) | {"path": str(path.resolve())}
+        if ctx.is_main:
+            # Recorded now, not when packaging: the weights at that path may change later.
+            init = init_facts(config.model.init, config.model.name) | {"path": str(path.resolve())}
     info = _write_run_info(config, run_dir, ctx, init) if ctx.is_main else {}
     if checkpoint is None:
         run_info = info
