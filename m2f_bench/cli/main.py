@@ -641,11 +641,12 @@ def train(
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
-    """Train a learned inpainter (unet-gan, baseline-gan) on a prepared face folder.
+    """Train a learned inpainter (unet-gan, baseline-gan) or the mask segmenter (mask-unet)
+    on a prepared face folder.
 
-    Data-parallel: torchrun --nproc-per-node N $(which m2f-bench) train ...
+    Data-parallel (inpainters): torchrun --nproc-per-node N $(which m2f-bench) train ...
     """
-    from m2f_bench.training.config import load_config
+    from m2f_bench.training.config import SegmenterConfig, load_config
     from m2f_bench.training.loop import train as run_train
 
     spec = load_config(config)
@@ -654,7 +655,12 @@ def train(
 
         torch.set_num_threads(threads)
     out = out or Path("runs") / spec.name
-    result = run_train(spec, out, resume=resume, device=device, progress=progress)
+    if isinstance(spec, SegmenterConfig):
+        from m2f_bench.training.segmentation import train_segmenter
+
+        result = train_segmenter(spec, out, resume=resume, device=device, progress=progress)
+    else:
+        result = run_train(spec, out, resume=resume, device=device, progress=progress)
     if result.checkpoint is None:  # a non-zero rank of a distributed job
         return
     what = "interrupted at" if result.stopped == "interrupted" else "finished at"
@@ -662,11 +668,84 @@ def train(
         f"{what} step {result.step} ({result.images_per_second:.1f} images/s); "
         f"checkpoint: {result.checkpoint}"
     )
-    if result.validation:
-        v = result.validation
+    v = result.validation
+    if "psnr" in v:
         typer.echo(f"validation: PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.4f}")
+    elif "iou" in v:
+        typer.echo(
+            f"validation: hole IoU {v['iou']:.4f} (degraded {v['iou_degraded']:.4f}), "
+            f"false positives {100 * v['false_positive_rate']:.2f} %"
+        )
     if result.stopped == "interrupted":
         typer.echo(f"resume with: m2f-bench train {config} --out {out} --resume")
+
+
+@app.command()
+@cli_errors
+def unmask(
+    photos: Annotated[
+        list[Path], typer.Argument(help="Photos and/or folders of photos (searched recursively).")
+    ],
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("unmasked"),
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Inpainter: unet-gan-blind (finds the mask itself), or any other inpainter "
+            "name (then --segmenter finds the mask)."
+        ),
+    ] = "unet-gan-blind",
+    segmenter: Annotated[
+        str | None, typer.Option(help="Segmenter for a non-blind --model [default: mask-unet].")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    min_face: Annotated[
+        int, typer.Option(help="Smallest face (detector box side, photo px) to restore.", min=8)
+    ] = 32,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Redo photos that already have results in --out.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    model_home: ModelHome = None,
+    offline: Offline = False,
+) -> None:
+    """Remove face masks from real photos: every face is found, its mask segmented and
+    inpainted, and the restored face pasted back into the photo.
+
+    Writes NAME.unmasked.jpg|png, NAME.compare.jpg (before | after) and NAME.json (faces,
+    mask found, hole coverage, timings) per photo into --out. A bad file gets one line and
+    the batch goes on; photos already done are skipped (--overwrite redoes them).
+    """
+    import time
+
+    import numpy as np
+
+    from m2f_bench.unmask import Unmasker, unmask_files
+
+    start = time.perf_counter()
+    settings = _settings(None, model_home, offline)
+    unmasker = Unmasker(settings, model, segmenter, device=device, min_face=min_face)
+    load_seconds = time.perf_counter() - start
+
+    def report(path: Path, message: str) -> None:
+        typer.echo(f"{path}: {message}", err=True)
+
+    summary = unmask_files(
+        unmasker, photos, out, overwrite=overwrite, progress=progress, on_error=report
+    )
+    per_photo = (
+        f"; {1000 * float(np.median(summary.seconds)):.0f} ms per photo (median, with file "
+        f"input/output; models loaded once in {load_seconds:.1f} s)"
+        if summary.seconds
+        else ""
+    )
+    typer.echo(
+        f"{summary.done} of {summary.photos} photos unmasked into {out}, "
+        f"{summary.skipped} already done, {len(summary.failed)} failed; "
+        f"{summary.faces} faces ({summary.too_small} too small), masks found on "
+        f"{summary.masks_found}{per_photo}"
+    )
+    if summary.failed and not summary.done and not summary.skipped:
+        raise typer.Exit(1)
 
 
 @app.command("export-onnx")

@@ -48,9 +48,7 @@ def check_protocol(protocol: Protocol, source: str = "<protocol>") -> None:
     for i, plugin in enumerate(protocol.inpainters):
         at(
             f"inpainters.{i}",
-            lambda p=plugin: check_arguments(
-                f"inpainter {p.type!r}", INPAINTERS.get(p.type), p.args
-            ),
+            lambda p=plugin: _check_inpainter(p.type, INPAINTERS.get(p.type), p.args),
         )
     for i, plugin in enumerate(protocol.recognizers):
         at(
@@ -66,6 +64,15 @@ def check_protocol(protocol: Protocol, source: str = "<protocol>") -> None:
     if problems:
         # Every problem at once, in one line: fixing one should not reveal the next.
         raise ProtocolError(f"{source}: " + "; ".join(problems))
+
+
+def _check_inpainter(name: str, factory: Any, args: dict[str, Any]) -> None:
+    """Arguments against the constructor; ``hole`` / ``segmenter`` against the segmenters."""
+    from m2f_bench.evaluation.holes import check_hole_source, split_hole_args
+
+    rest, source = split_hole_args(args, factory)
+    check_arguments(f"inpainter {name!r}", factory, rest)
+    check_hole_source(source, factory)
 
 
 def _check_recognizer(name: str, factory: Any, args: dict[str, Any]) -> None:
@@ -94,9 +101,16 @@ def check_files(protocol: Protocol, settings: Any, source: str = "<protocol>") -
     ):
         for i, plugin in enumerate(plugins):
             try:
-                check = getattr(registry.get(plugin.type), "check_files", None)
+                factory = registry.get(plugin.type)
+                args = plugin.args
+                if section == "inpainters":
+                    from m2f_bench.evaluation.holes import check_hole_files, split_hole_args
+
+                    args, source = split_hole_args(args, factory)
+                    check_hole_files(source, factory, settings)
+                check = getattr(factory, "check_files", None)
                 if check is not None:
-                    check(plugin.args, settings)
+                    check(args, settings)
             except UnknownNameError:
                 continue  # check_protocol reports unknown names
             except M2FError as exc:

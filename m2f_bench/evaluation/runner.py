@@ -39,7 +39,13 @@ import numpy as np
 import pandas as pd
 
 from m2f_bench import __version__
-from m2f_bench._io import atomic_write_json, atomic_write_text, read_mask_png, write_png
+from m2f_bench._io import (
+    atomic_write_json,
+    atomic_write_text,
+    read_mask_png,
+    write_mask_png,
+    write_png,
+)
 from m2f_bench._progress import progress_bar
 from m2f_bench.data import DATASETS
 from m2f_bench.data.base import FaceDataset
@@ -253,7 +259,11 @@ class _Evaluation:
         spec that is built, recorded and compared on resume, since a CUDA run may differ
         (fp16) from a CPU one.
         """
+        from m2f_bench.evaluation.holes import hole_predictor, split_hole_args
+        from m2f_bench.inpainters import INPAINTERS
+
         states: dict[str, dict[str, Any]] = {}
+        self.predicted_holes: set[str] = set()
         for plugin in self.protocol.inpainters:
             label, spec = plugin.label, effective(plugin.spec())
             state: dict[str, Any] = {"spec": spec, "status": "ok", "error": ""}
@@ -265,25 +275,40 @@ class _Evaluation:
                 same = json.loads(marker.read_text()) == signature
             except (OSError, ValueError):
                 same = False
-            todo = [
-                k for k, i in enumerate(self.ids) if not same or not (folder / f"{i}.png").is_file()
-            ]
             start = time.perf_counter()
             try:
-                inpainter = build(spec)
+                inpainter_spec, source = split_hole_args(spec, INPAINTERS.get(spec["type"]))
+                state["hole"] = source.mode
+                if source.predicted:
+                    self.predicted_holes.add(label)
+
+                def done(i: str, source=source, folder=folder) -> bool:
+                    return (folder / f"{i}.png").is_file() and (
+                        not source.predicted or (folder / "holes" / f"{i}.png").is_file()
+                    )
+
+                todo = [k for k, i in enumerate(self.ids) if not same or not done(i)]
+                inpainter = build(inpainter_spec)
+                predict = hole_predictor(source, inpainter, self.device) if todo else None
                 if todo:
                     folder.mkdir(parents=True, exist_ok=True)
                     if not same:
                         # Outputs of another spec must not survive next to the new ones.
                         marker.unlink(missing_ok=True)
                         (folder / "timing.json").unlink(missing_ok=True)
-                        for old in folder.glob("*.png"):
+                        for old in [*folder.glob("*.png"), *folder.glob("holes/*.png")]:
                             old.unlink()
                     atomic_write_json(marker, signature)
                     bar = progress_bar(len(todo), f"inpaint {label}", enabled=self.progress)
                     for s in range(0, len(todo), _BATCH):
                         batch = todo[s : s + _BATCH]
-                        outputs = inpainter(self.masked[batch], self.holes[batch])
+                        holes = self.holes[batch]
+                        if predict is not None:
+                            holes = predict(self.masked[batch])
+                            (folder / "holes").mkdir(exist_ok=True)
+                            for k, hole in zip(batch, holes, strict=True):
+                                write_mask_png(folder / "holes" / f"{self.ids[k]}.png", hole)
+                        outputs = inpainter(self.masked[batch], holes)
                         for k, image in zip(batch, outputs, strict=True):
                             write_png(folder / f"{self.ids[k]}.png", image)
                         bar.update(len(batch))
@@ -293,10 +318,9 @@ class _Evaluation:
                 state |= {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
             seconds = time.perf_counter() - start
             state["seconds"] = round(seconds, 3)
-            state["n_computed"] = len(todo) if state["status"] == "ok" else 0
-            state["images_per_second"] = (
-                round(len(todo) / seconds, 2) if todo and state["status"] == "ok" else None
-            )
+            n_todo = len(todo) if state["status"] == "ok" else 0
+            state["n_computed"] = n_todo
+            state["images_per_second"] = round(n_todo / seconds, 2) if n_todo else None
             self.timings["inpaint"][label] = state["seconds"]
             if state["status"] == "ok":
                 _carry_timing(folder, state, len(self.ids))
@@ -385,6 +409,18 @@ class _Evaluation:
             table.insert(8, "error", "")
             for name, values in compute_metrics(metrics, outputs, self.clean, self.holes).items():
                 table[name] = values
+            if self.predicted_holes:
+                # How well the hole an inpainter filled matched the exact one (1 when it
+                # was given the exact hole), and whether a mask was found at all.
+                from m2f_bench.segmenters import hole_iou, mask_found
+
+                if label in self.predicted_holes:
+                    holes = self.predicted_holes_of(label)
+                    table["hole_iou"] = hole_iou(holes, self.holes).astype(np.float64)
+                    table["mask_found"] = mask_found(holes).astype(np.float64)
+                else:
+                    table["hole_iou"] = 1.0
+                    table["mask_found"] = 1.0
             for rec_label in recognizers if self.wants_id_sim else ():
                 emb = embeddings[rec_label]
                 # float64 so that the CSV round-trips exactly and `report` reproduces means.
@@ -417,6 +453,26 @@ class _Evaluation:
     def outputs(self, label: str) -> np.ndarray:
         folder = self.out_dir / "inpainted" / label
         return _stack([folder / f"{i}.png" for i in self.ids])
+
+    def predicted_holes_of(self, label: str) -> np.ndarray:
+        """The holes a ``hole: predicted`` inpainter filled (bool N×H×W)."""
+        folder = self.out_dir / "inpainted" / label / "holes"
+        return _stack([folder / f"{i}.png" for i in self.ids], reader=read_mask_png)
+
+
+#: Columns added when an inpainter fills predicted holes (``hole: predicted``).
+_HOLE_METRICS = {
+    "hole_iou": {
+        "higher_is_better": True,
+        "description": "intersection over union of the hole the inpainter filled and the "
+        "exact hole of the synthetic mask (1 for inpainters given the exact hole)",
+    },
+    "mask_found": {
+        "higher_is_better": True,
+        "description": "share of masked crops in which the segmenter found a mask (its hole "
+        "reached min_coverage of the crop)",
+    },
+}
 
 
 def _pixel_metrics(names: Sequence[str]):
@@ -561,7 +617,8 @@ def _results_record(
         "metrics": {
             m.name: {"higher_is_better": m.higher_is_better, "description": m.description}
             for m in metrics
-        },
+        }
+        | (_HOLE_METRICS if run.predicted_holes else {}),
         "recognizers": {
             label: {"key": r.key, "config": r.config()} for label, r in recognizers.items()
         },

@@ -16,6 +16,9 @@ from m2f_bench.inpainters.base import INPAINTERS, Inpainter, build_inpainter, li
 INPAINTERS.register_lazy("onnx", "m2f_bench.inpainters.onnx:ONNXInpainter")
 # Learned generators import torch; they are loaded only when a protocol or training uses them.
 INPAINTERS.register_lazy("unet-gan", "m2f_bench.inpainters.unet_gan:UNetGANInpainter")
+INPAINTERS.register_lazy(
+    "unet-gan-blind", "m2f_bench.inpainters.unet_gan_blind:BlindUNetGANInpainter"
+)
 INPAINTERS.register_lazy("baseline-gan", "m2f_bench.inpainters.baseline_gan:BaselineGANInpainter")
 # Optional extras: Keras models (m2f-bench[keras]), diffusers pipelines (m2f-bench[diffusers]).
 INPAINTERS.register_lazy("keras", "m2f_bench.inpainters.keras_model:KerasInpainter")

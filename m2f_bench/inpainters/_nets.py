@@ -204,36 +204,44 @@ def model_folders() -> list[Path]:
     return [p.parent for root in roots for p in sorted(root.glob("*/card.yaml"))]
 
 
-def find_model(name: str) -> Path:
-    """The model folder whose ``card.yaml`` says ``inpainter: <name>`` (the first one found).
+def find_model(name: str, kind: str = "inpainter") -> Path:
+    """The model folder whose ``card.yaml`` says ``<kind>: <name>`` (the first one found).
+
+    Args:
+        name: The registered plug-in name (``unet-gan``, ``mask-unet`` ...).
+        kind: The card key naming it: ``inpainter`` or ``segmenter``.
 
     Raises:
-        ModelNotFoundError: No card names that inpainter.
+        ModelNotFoundError: No card names that plug-in.
     """
     for folder in model_folders():
-        if _card(folder).get("inpainter") == name:
+        if _card(folder).get(kind) == name:
             return folder
     raise ModelNotFoundError(
-        f"inpainter {name!r}: no trained weights found (no models/*/card.yaml with "
-        f"'inpainter: {name}'); pass weights: a .safetensors file, a model folder or a "
+        f"{kind} {name!r}: no trained weights found (no models/*/card.yaml with "
+        f"'{kind}: {name}'); pass weights: a .safetensors file, a model folder or a "
         "training run folder"
     )
 
 
-def resolve_weights(weights: str | Path | None, name: str) -> Path:
+def resolve_weights(
+    weights: str | Path | None, name: str, kind: str = "inpainter", file: str = "generator"
+) -> Path:
     """The generator file meant by ``weights``.
 
     Args:
         weights: A ``.safetensors`` file, a model folder with ``card.yaml``, a training run
             folder (its latest checkpoint's generator), a checkpoint folder, or None for
             the model card that names the inpainter ``name``.
-        name: The inpainter asking.
+        name: The plug-in asking.
+        kind: ``inpainter`` or ``segmenter`` (the card key naming the plug-in).
+        file: The network's file name in a checkpoint folder (``generator``, ``segmenter``).
 
     Raises:
         ModelNotFoundError: Nothing loadable at that path.
     """
     if weights is None:
-        return resolve_weights(find_model(name), name)
+        return resolve_weights(find_model(name, kind), name, kind, file)
     path = Path(weights).expanduser()
     if path.is_file():
         return path
@@ -242,11 +250,11 @@ def resolve_weights(weights: str | Path | None, name: str) -> Path:
     latest = path / "checkpoints" / "latest"
     if latest.is_file():
         step = latest.read_text(encoding="utf-8").strip()
-        return path / "checkpoints" / step / "generator.safetensors"
-    if (path / "generator.safetensors").is_file():  # a checkpoint folder
-        return path / "generator.safetensors"
+        return path / "checkpoints" / step / f"{file}.safetensors"
+    if (path / f"{file}.safetensors").is_file():  # a checkpoint folder
+        return path / f"{file}.safetensors"
     raise ModelNotFoundError(
-        f"inpainter {name!r}: no weights at {path} (expected a .safetensors file, a model "
+        f"{kind} {name!r}: no weights at {path} (expected a .safetensors file, a model "
         "folder with card.yaml, or a training run folder with checkpoints/latest)"
     )
 

@@ -44,6 +44,8 @@ class UNetGANInpainter(Inpainter):
         device: str = "cpu",
         batch_size: int = 32,
         size: int | list[int] | None = None,
+        *,
+        network_name: str | None = None,
     ) -> None:
         import torch
 
@@ -58,7 +60,8 @@ class UNetGANInpainter(Inpainter):
         self.size = parse_size(size, where, minimum=16)
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.network = load_network(weights, self.model_name, self.skips)
+        # A blind model loads its generator as the unet-gan network it is.
+        self.network = load_network(weights, network_name or self.model_name, self.skips)
         self.network.to(self.device, memory_format=torch.channels_last)
 
     @classmethod

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +86,10 @@ def save_checkpoint(
     run_dir: str | Path,
     step: int,
     *,
-    generator: EncoderDecoderGenerator,
-    generator_name: str,
-    discriminator: torch.nn.Module,
+    generator: EncoderDecoderGenerator | None = None,
+    generator_name: str | None = None,
+    discriminator: torch.nn.Module | None = None,
+    weights: Mapping[str, Callable[[Path], None]] | None = None,
     optimizers: Mapping[str, torch.optim.Optimizer],
     schedulers: Mapping[str, Any],
     extra: Mapping[str, Any],
@@ -102,6 +103,8 @@ def save_checkpoint(
         generator: The generator network (unwrapped from DDP).
         generator_name: Its inpainter name, stored in the weight file.
         discriminator: The discriminator network (unwrapped).
+        weights: Other networks: file name (``segmenter``) → a writer of that
+            ``.safetensors`` file at the path it is given.
         optimizers: Optimisers by name.
         schedulers: Learning-rate schedulers by name.
         extra: JSON-able run information (config, git commit ...).
@@ -117,11 +120,15 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        save_generator(tmp / "generator.safetensors", generator, generator_name)
-        save_file(
-            {k: v.detach().contiguous().cpu() for k, v in discriminator.state_dict().items()},
-            str(tmp / "discriminator.safetensors"),
-        )
+        if generator is not None:
+            save_generator(tmp / "generator.safetensors", generator, str(generator_name))
+        if discriminator is not None:
+            save_file(
+                {k: v.detach().contiguous().cpu() for k, v in discriminator.state_dict().items()},
+                str(tmp / "discriminator.safetensors"),
+            )
+        for name, write in (weights or {}).items():
+            write(tmp / f"{name}.safetensors")
         tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -155,8 +162,9 @@ def save_checkpoint(
 def load_checkpoint(
     path: str | Path,
     *,
-    generator: torch.nn.Module,
-    discriminator: torch.nn.Module,
+    generator: torch.nn.Module | None = None,
+    discriminator: torch.nn.Module | None = None,
+    networks: Mapping[str, torch.nn.Module] | None = None,
     optimizers: Mapping[str, torch.optim.Optimizer],
     schedulers: Mapping[str, Any],
 ) -> dict[str, Any]:
@@ -172,8 +180,13 @@ def load_checkpoint(
     path = Path(path)
     state = json.loads((path / "state.json").read_text(encoding="utf-8"))
     try:
-        generator.load_state_dict(load_file(str(path / "generator.safetensors")))
-        discriminator.load_state_dict(load_file(str(path / "discriminator.safetensors")))
+        modules = dict(networks or {})
+        if generator is not None:
+            modules["generator"] = generator
+        if discriminator is not None:
+            modules["discriminator"] = discriminator
+        for name, module in modules.items():
+            module.load_state_dict(load_file(str(path / f"{name}.safetensors")))
         tensors = load_file(str(path / "optimizer.safetensors"))
         for name, opt in optimizers.items():
             opt.load_state_dict(_join_optimizer(name, state["optimizers"][name], tensors))

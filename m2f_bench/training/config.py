@@ -109,21 +109,13 @@ class LogSpec(_Strict):
     images: int = Field(8, ge=0, le=64, description="validation samples in the image grid")
 
 
-class TrainConfig(_Strict):
-    """A whole training config file."""
+class _RunConfig(_Strict):
+    """What every training config file has: its version, name and seed."""
 
     version: Literal[1]
     name: str
     description: str = ""
     seed: int = 0
-    model: ModelSpec
-    discriminator: DiscriminatorSpec = DiscriminatorSpec()
-    data: DataSpec
-    optim: OptimSpec
-    loss: LossSpec = LossSpec()
-    checkpoint: CheckpointSpec = CheckpointSpec()
-    log: LogSpec = LogSpec()
-    amp: bool = Field(True, description="bfloat16 autocast on CUDA (CPU trains in float32)")
 
     @field_validator("name")
     @classmethod
@@ -133,7 +125,78 @@ class TrainConfig(_Strict):
         return value
 
 
-def parse_config(data: Any, source: str = "<config>") -> TrainConfig:
+class TrainConfig(_RunConfig):
+    """A whole training config file."""
+
+    model: ModelSpec
+    discriminator: DiscriminatorSpec = DiscriminatorSpec()
+    data: DataSpec
+    optim: OptimSpec
+    loss: LossSpec = LossSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    log: LogSpec = LogSpec()
+    amp: bool = Field(True, description="bfloat16 autocast on CUDA (CPU trains in float32)")
+
+
+class SegmenterModelSpec(_Strict):
+    """The mask segmenter: a registered segmenter and its architecture's arguments."""
+
+    name: Literal["mask-unet"]
+    widths: tuple[int, ...] = Field((16, 32, 64, 128), min_length=2)
+    bottleneck_blocks: int = Field(2, ge=0)
+    unshuffle: int = Field(2, ge=1)
+
+    def arch_args(self) -> dict[str, Any]:
+        return {
+            "widths": list(self.widths),
+            "bottleneck_blocks": self.bottleneck_blocks,
+            "unshuffle": self.unshuffle,
+        }
+
+
+class AugmentSpec(_Strict):
+    """Real-photo degradations (:mod:`m2f_bench.training.augment`): probabilities per sample."""
+
+    geometry: float = Field(0.7, ge=0, le=1, description="rotation/scale/shift jitter")
+    max_rotation: float = Field(10.0, ge=0, le=45, description="degrees")
+    max_scale: float = Field(0.08, ge=0, lt=0.5, description="relative")
+    max_shift: float = Field(0.04, ge=0, lt=0.5, description="share of the crop side")
+    lighting: float = Field(0.5, ge=0, le=1, description="gamma, tint and a light ramp")
+    grayscale: float = Field(0.1, ge=0, le=1)
+    downscale: float = Field(0.3, ge=0, le=1, description="down to 30-80 % and back up")
+    blur: float = Field(0.3, ge=0, le=1)
+    noise: float = Field(0.3, ge=0, le=1)
+    jpeg: float = Field(0.5, ge=0, le=1, description="re-encoded at quality 25-90")
+
+
+class SegmentLossSpec(_Strict):
+    """Segmenter loss = bce × binary cross-entropy + dice × (1 − soft Dice)."""
+
+    bce: float = Field(1.0, ge=0)
+    dice: float = Field(1.0, ge=0)
+
+
+class SegmenterConfig(_RunConfig):
+    """A training config for a mask segmenter (``model.name: mask-unet``)."""
+
+    model: SegmenterModelSpec
+    data: DataSpec
+    negatives: float = Field(
+        0.25, ge=0, lt=1, description="share of samples shown without a mask (empty hole)"
+    )
+    augment: AugmentSpec = AugmentSpec()
+    optim: OptimSpec
+    loss: SegmentLossSpec = SegmentLossSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    log: LogSpec = LogSpec()
+    amp: bool = Field(True, description="bfloat16 autocast on CUDA (CPU trains in float32)")
+
+
+#: Model names trained by the segmentation loop rather than the GAN loop.
+SEGMENTER_MODELS = ("mask-unet",)
+
+
+def parse_config(data: Any, source: str = "<config>") -> TrainConfig | SegmenterConfig:
     """Validate an already-loaded mapping.
 
     Raises:
@@ -146,15 +209,21 @@ def parse_config(data: Any, source: str = "<config>") -> TrainConfig:
             f"{source}: version: {data.get('version')!r} is not supported (this m2f-bench "
             f"reads version {CONFIG_VERSION})"
         )
+    model = data.get("model")
+    schema = (
+        SegmenterConfig
+        if isinstance(model, dict) and model.get("name") in SEGMENTER_MODELS
+        else TrainConfig
+    )
     try:
-        return TrainConfig.model_validate(expand_env(data))
+        return schema.model_validate(expand_env(data))
     except ValidationError as exc:
         raise TrainConfigError(_format_errors(source, exc)) from None
     except M2FError as exc:  # an unset environment variable
         raise TrainConfigError(f"{source}: {exc}") from None
 
 
-def load_config(path: str | os.PathLike) -> TrainConfig:
+def load_config(path: str | os.PathLike) -> TrainConfig | SegmenterConfig:
     """Read and validate a training config file.
 
     Raises:
@@ -172,6 +241,6 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
     return parse_config(data, str(path))
 
 
-def config_to_yaml(config: TrainConfig) -> str:
+def config_to_yaml(config: TrainConfig | SegmenterConfig) -> str:
     """The validated config as YAML (defaults filled in), for the run folder."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -39,7 +39,7 @@ from m2f_bench.inpainters._nets import EncoderDecoderGenerator, to_tensors, to_u
 from m2f_bench.metrics.pixel import psnr, psnr_hole, ssim
 from m2f_bench.training import losses
 from m2f_bench.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from m2f_bench.training.config import OptimSpec, TrainConfig, config_to_yaml
+from m2f_bench.training.config import OptimSpec, SegmenterConfig, TrainConfig, config_to_yaml
 from m2f_bench.training.data import (
     EpochBatchSampler,
     PreparedSplit,
@@ -123,14 +123,16 @@ def _stop_on_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
-def _comparable(config: TrainConfig) -> dict[str, Any]:
+def _comparable(config: TrainConfig | SegmenterConfig) -> dict[str, Any]:
     dumped = config.model_dump(mode="json", exclude=set(_RESUMABLE_CHANGES))
     for key in _RESUMABLE_DATA_CHANGES:
         dumped["data"].pop(key)
     return dumped
 
 
-def _check_resumable(saved: dict[str, Any], config: TrainConfig, where: Path) -> None:
+def _check_resumable(
+    saved: dict[str, Any], config: TrainConfig | SegmenterConfig, where: Path
+) -> None:
     from m2f_bench.training.config import parse_config
 
     before, now = _comparable(parse_config(saved, str(where))), _comparable(config)
@@ -329,7 +331,9 @@ def _sample_grid(val: ValidationSet, restored: np.ndarray, count: int) -> np.nda
     return np.concatenate(rows, axis=0)
 
 
-def _prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> Path | None:
+def _prepare_run_dir(
+    config: TrainConfig | SegmenterConfig, run_dir: Path, resume: bool
+) -> Path | None:
     """Check the run folder against ``--resume``; return the checkpoint to resume from."""
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None and not resume:

@@ -106,6 +106,8 @@ def package_model(
         raise M2FError(f"{run_dir} has no checkpoint to package")
     state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
     config, run = state["config"], state.get("run") or {}
+    if (checkpoint / "segmenter.safetensors").is_file():
+        return _package_segmenter(run_dir, checkpoint, state, out_dir, fp16, command, notes)
     metadata, tensors = read_generator(checkpoint / "generator.safetensors")
     name = metadata["inpainter"]
     # Before anything is written: the init weights may live in out_dir itself.
@@ -123,8 +125,6 @@ def package_model(
     from m2f_bench.inpainters import INPAINTERS
 
     data = config["data"]
-    steps, batch = state["step"], config["optim"]["batch_size"]
-    environment = run.get("environment") or {}
     card: dict[str, Any] = {
         "name": out_dir.name,
         "inpainter": name,
@@ -147,24 +147,7 @@ def package_model(
             + f"), flips p={data['flip']}, colour jitter "
             f"{data['brightness']}/{data['contrast']}/{data['saturation']}",
         },
-        "training": {
-            "config": "config.yaml",
-            "command": command,
-            "steps": steps,
-            "batch_size": batch,
-            "images_seen": steps * batch,
-            "identity_loss": None,
-            "started_at": run.get("started_at"),
-            "finished_at": state.get("saved_at"),
-            # First start to last save: includes any time the run was stopped between resumes.
-            "wall_hours": round(_hours(run["started_at"], state["saved_at"]), 2)
-            if run.get("started_at") and state.get("saved_at")
-            else None,
-            "hardware": f"{run.get('device', '?')}: {environment.get('cpu', '?')}, "
-            f"{environment.get('cpu_count', '?')} CPUs, world size {run.get('world_size', 1)}",
-            "torch": run.get("torch"),
-            "git_commit": run.get("git_commit"),
-        },
+        "training": _training_facts(state, command) | {"identity_loss": None},
         "validation": _last_validation(run_dir),
     }
     if init is not None:
@@ -181,6 +164,212 @@ def package_model(
     )
     atomic_write_text(out_dir / "README.md", _readme(card))
     return out_dir / "card.yaml"
+
+
+def _read_weights(path: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return dict(fh.metadata() or {}), {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+
+
+def _write_fp16(tensors: dict[str, Any], metadata: dict[str, str], path: Path, fp16: bool) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    dtype = torch.float16 if fp16 else torch.float32
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.to(dtype).contiguous() for k, v in tensors.items()}, str(tmp), metadata)
+    tmp.chmod(0o644)
+    tmp.replace(path)
+
+
+def _training_facts(state: dict[str, Any], command: str | None) -> dict[str, Any]:
+    config, run = state["config"], state.get("run") or {}
+    steps, batch = state["step"], config["optim"]["batch_size"]
+    environment = run.get("environment") or {}
+    return {
+        "config": "config.yaml",
+        "command": command,
+        "steps": steps,
+        "batch_size": batch,
+        "images_seen": steps * batch,
+        "started_at": run.get("started_at"),
+        "finished_at": state.get("saved_at"),
+        "wall_hours": round(_hours(run["started_at"], state["saved_at"]), 2)
+        if run.get("started_at") and state.get("saved_at")
+        else None,
+        "hardware": f"{run.get('device', '?')}: {environment.get('cpu', '?')}, "
+        f"{environment.get('cpu_count', '?')} CPUs, world size {run.get('world_size', 1)}",
+        "torch": run.get("torch"),
+        "git_commit": run.get("git_commit"),
+    }
+
+
+def _package_segmenter(
+    run_dir: Path,
+    checkpoint: Path,
+    state: dict[str, Any],
+    out_dir: Path,
+    fp16: bool,
+    command: str | None,
+    notes: str | None,
+) -> Path:
+    """Ship a segmenter run: ``model.safetensors``, ``card.yaml`` (``segmenter:``), config."""
+    import yaml
+
+    from m2f_bench._download import sha256_file
+    from m2f_bench._io import atomic_write_text
+
+    config = state["config"]
+    metadata, tensors = _read_weights(checkpoint / "segmenter.safetensors")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / "model.safetensors"
+    _write_fp16(tensors, metadata, weights, fp16)
+    augment = config["augment"]
+    card: dict[str, Any] = {
+        "name": out_dir.name,
+        "segmenter": metadata["segmenter"],
+        "weights": weights.name,
+        "weights_sha256": sha256_file(weights),
+        "dtype": "float16" if fp16 else "float32",
+        "parameters": int(sum(v.numel() for v in tensors.values())),
+        "architecture": json.loads(metadata["arch_args"]),
+        "input": "N×3×H×W RGB in [-1, 1], H, W multiples of 2^(levels+1); output N×1×H×W "
+        "hole logits (sigmoid > 0.5: covered by a face mask)",
+        "data": {
+            "dataset": "LFW deep-funneled, people folds 1-5 (the train split); validation = a "
+            "seeded 10 % identity carve-out; no test-split (pairs folds 6-10) identity seen",
+            "prepared": "m2f-bench prepare lfw --split train (128-px crops, 68 landmarks)",
+            "targets": "the exact hole of a fresh synthetic mask per image per epoch (masks "
+            f"v2, all types); {config['negatives']:.0%} of samples unmasked (empty hole)",
+            "augmentation": "flips, colour jitter, and real-photo degradations with these "
+            "probabilities: " + ", ".join(f"{k} {v}" for k, v in augment.items()),
+        },
+        "training": _training_facts(state, command),
+        "validation": _last_validation(run_dir),
+    }
+    if notes:
+        card["training"]["notes"] = notes
+    atomic_write_text(
+        out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+    )
+    atomic_write_text(
+        out_dir / "card.yaml", yaml.safe_dump(card, sort_keys=False, allow_unicode=True)
+    )
+    atomic_write_text(out_dir / "README.md", _segmenter_readme(card))
+    return out_dir / "card.yaml"
+
+
+def package_blind(
+    generator: str | Path, segmenter: str | Path, out_dir: str | Path, notes: str | None = None
+) -> Path:
+    """Assemble ``unet-gan-blind`` from a shipped ``unet-gan`` and a shipped ``mask-unet``
+    model folder: both weight files copied in, and a card naming them and their sources.
+
+    Returns:
+        The card's path.
+    """
+    import shutil
+
+    import yaml
+
+    from m2f_bench._download import sha256_file
+    from m2f_bench._io import atomic_write_text
+    from m2f_bench.inpainters._nets import _card
+
+    generator, segmenter, out_dir = Path(generator), Path(segmenter), Path(out_dir)
+    g_card, s_card = _card(generator), _card(segmenter)
+    if g_card.get("inpainter") != "unet-gan" or s_card.get("segmenter") != "mask-unet":
+        raise M2FError(
+            f"package-blind needs a unet-gan model folder and a mask-unet model folder; got "
+            f"{generator} ({g_card.get('inpainter')!r}) and {segmenter} "
+            f"({s_card.get('segmenter')!r})"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for key, folder, card in (("generator", generator, g_card), ("segmenter", segmenter, s_card)):
+        target = out_dir / f"{key}.safetensors"
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(folder / str(card["weights"]), tmp)
+        tmp.replace(target)
+        files[key] = target
+    card: dict[str, Any] = {
+        "name": out_dir.name,
+        "inpainter": "unet-gan-blind",
+        "generator_weights": files["generator"].name,
+        "generator_sha256": sha256_file(files["generator"]),
+        "segmenter_weights": files["segmenter"].name,
+        "segmenter_sha256": sha256_file(files["segmenter"]),
+        "input": "a masked face crop only (uint8 RGB); the segmenter finds the hole "
+        "(probability > threshold, holes under min_coverage of the crop dropped, dilated by "
+        "`dilate` px), the generator fills it",
+        "components": {
+            "generator": {
+                "from": generator.name,
+                "training": g_card.get("training"),
+                "validation": g_card.get("validation"),
+            },
+            "segmenter": {
+                "from": segmenter.name,
+                "training": s_card.get("training"),
+                "validation": s_card.get("validation"),
+                "data": s_card.get("data"),
+            },
+        },
+        "assembled": "m2f-bench package-blind "
+        f"{generator.as_posix()} {segmenter.as_posix()} {out_dir.as_posix()}",
+    }
+    if notes:
+        card["notes"] = notes
+    atomic_write_text(
+        out_dir / "card.yaml", yaml.safe_dump(card, sort_keys=False, allow_unicode=True)
+    )
+    atomic_write_text(out_dir / "README.md", _blind_readme(card))
+    return out_dir / "card.yaml"
+
+
+def _segmenter_readme(card: dict[str, Any]) -> str:
+    t, v = card["training"], card.get("validation") or {}
+    lines = [
+        f"# {card['name']}",
+        "",
+        f"`{card['segmenter']}` face-mask segmenter of m2f-bench ({card['parameters']:,} "
+        f"parameters, {card['dtype']} safetensors): which pixels of a 128-px aligned face "
+        "crop a face mask covers. Used by `unet-gan-blind`, `hole: predicted` in protocols "
+        "and `m2f-bench unmask`.",
+        "",
+        f"- Data: {card['data']['dataset']}; {card['data']['targets']}.",
+        f"- Augmentation: {card['data']['augmentation']}.",
+        f"- Trained with `{t.get('command')}`: {t['steps']} steps of {t['batch_size']} "
+        f"crops, {t.get('wall_hours')} h on {t.get('hardware')}.",
+    ]
+    if v:
+        lines.append(
+            f"- Validation (step {v.get('step')}): hole IoU {v.get('iou', float('nan')):.4f} on "
+            f"masked crops, {v.get('iou_degraded', float('nan')):.4f} on degraded ones; "
+            f"masks found on {100 * v.get('false_positive_rate', float('nan')):.2f} % of "
+            "unmasked crops."
+        )
+    lines += ["", "Card: `card.yaml`; config: `config.yaml`.", ""]
+    return "\n".join(lines)
+
+
+def _blind_readme(card: dict[str, Any]) -> str:
+    c = card["components"]
+    return "\n".join(
+        [
+            f"# {card['name']}",
+            "",
+            "`unet-gan-blind`: Mask2Face for photos with no known hole. The `mask-unet` "
+            f"segmenter (from `{c['segmenter']['from']}`) finds the mask in the crop; the "
+            f"`unet-gan` generator (from `{c['generator']['from']}`, unchanged) fills it. "
+            "Each component's training and validation figures are in `card.yaml`.",
+            "",
+            f"Assembled with `{card['assembled']}`.",
+            "",
+        ]
+    )
 
 
 def init_facts(init: str, name: str) -> dict[str, Any]:
