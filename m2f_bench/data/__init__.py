@@ -11,6 +11,7 @@ DATASETS.register_lazy("lfw", "m2f_bench.data.lfw:LFW")
 DATASETS.register_lazy("celeba", "m2f_bench.data.celeba:CelebA")
 DATASETS.register_lazy("celebahq", "m2f_bench.data.celebahq:CelebAHQ")
 DATASETS.register_lazy("folder", "m2f_bench.data.folder:IdentityFolder")
+DATASETS.register_lazy("masked-folder", "m2f_bench.data.masked_folder:MaskedFolder")
 DATASETS.register_lazy("demo", "m2f_bench.data.demo:DemoFaces")
 
 __all__ = ["DATASETS", "FaceDataset", "FaceRecord", "Pair"]

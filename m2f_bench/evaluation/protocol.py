@@ -115,6 +115,23 @@ class VerificationSpec(_Strict):
         return value
 
 
+class IdentificationSpec(_Strict):
+    """Real-mask protocols: masked probes against a gallery of one clean photo per person."""
+
+    ranks: tuple[int, ...] = Field((1, 5), min_length=1)
+    gallery_seed: int = Field(0, description="which clean photo of each person is the gallery")
+    impostors_per_probe: int = Field(
+        1, ge=1, description="verification: each probe against this many other galleries"
+    )
+
+    @field_validator("ranks")
+    @classmethod
+    def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(r < 1 for r in value):
+            raise ValueError("ranks must be ≥ 1")
+        return tuple(sorted(set(value)))
+
+
 class ReportSpec(_Strict):
     title: str | None = None
     samples: int = Field(8, ge=0, le=100)
@@ -141,6 +158,9 @@ class Protocol(_Strict):
     recognizers: tuple[_Plugin, ...] = ()
     metrics: tuple[str, ...] = ("psnr", "ssim", "psnr_hole", "ssim_hole", "l1_hole")
     verification: VerificationSpec | None = VerificationSpec()
+    identification: IdentificationSpec | None = Field(
+        None, description="real-mask datasets only (default: ranks 1 and 5)"
+    )
     report: ReportSpec = ReportSpec()
 
     @field_validator("inpainters", "recognizers")

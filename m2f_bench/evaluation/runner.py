@@ -522,6 +522,19 @@ def evaluate(
     # Every model file before any stage runs: a missing one must not cost a prepare stage.
     check_files(protocol, settings, protocol_file or protocol.name)
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed check leaves no folder
+    if getattr(dataset, "real_masks", False):
+        from m2f_bench.evaluation.realmask import evaluate_real_masks
+
+        return evaluate_real_masks(
+            protocol,
+            settings,
+            out_dir,
+            dataset,
+            limit=limit,
+            device=device,
+            progress=progress,
+            protocol_file=protocol_file,
+        )
 
     run = _Evaluation(
         protocol,
