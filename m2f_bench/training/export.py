@@ -41,6 +41,8 @@ def export_onnx(model: str, out: str | Path, *, size: int = 128, opset: int = 17
 
     from m2f_bench._io import atomic_write_bytes
 
+    if _is_blind(model):
+        return export_blind_onnx(model, out, size=size, opset=opset)
     weights = resolve_weights(None if model in INPAINTERS else model, model)
     name = read_generator(weights)[0]["inpainter"]
     network = load_network(weights, name, INPAINTERS.get(name).skips).float().eval()
@@ -83,3 +85,116 @@ def trace_to_onnx(
             opset_version=opset,
             dynamo=False,
         )
+
+
+def _is_blind(model: str) -> bool:
+    if model == "unet-gan-blind":
+        return True
+    card = Path(model) / "card.yaml"
+    if card.is_file():
+        from m2f_bench.inpainters._nets import _card
+
+        return _card(Path(model)).get("inpainter") == "unet-gan-blind"
+    return False
+
+
+class BlindUnmasker(torch.nn.Module):
+    """Segmenter and generator as one graph: a masked crop in, the restored crop out.
+
+    Outputs: ``output`` (N×3×H×W in [-1, 1], composited into the hole), ``hole`` (N×1×H×W,
+    the binary hole that was filled) and ``hole_probability`` (the segmenter's sigmoid),
+    with the same threshold, minimum coverage and dilation as the PyTorch inpainter.
+    """
+
+    def __init__(self, segmenter, generator, threshold: float, dilate: int, min_coverage: float):
+        super().__init__()
+        self.segmenter, self.generator = segmenter, generator
+        self.threshold, self.dilate, self.min_coverage = threshold, dilate, min_coverage
+
+    def forward(self, image: torch.Tensor):
+        from torch.nn import functional as F
+
+        probability = torch.sigmoid(self.segmenter(image))
+        hole = (probability > self.threshold).float()
+        found = (hole.mean(dim=(1, 2, 3), keepdim=True) >= self.min_coverage).float()
+        hole = hole * found
+        if self.dilate:
+            k = 2 * self.dilate + 1
+            hole = F.max_pool2d(hole, k, stride=1, padding=self.dilate)
+        output = self.generator(image, hole)
+        return hole * output + (1 - hole) * image, hole, probability
+
+
+def _check_faces(size: int) -> np.ndarray:
+    """scikit-image's astronaut, aligned with dlib's HOG detector (no model file needed),
+    with a synthetic mask and bare: uint8 2×size×size×3."""
+    from skimage import data
+
+    from m2f_bench.faces.pipeline import AlignerConfig
+    from m2f_bench.masks import apply_mask
+
+    face = AlignerConfig(size=size, scrfd_path=None, use_hog=True).build().align(data.astronaut())
+    masked = apply_mask(face.crop, face.landmarks, "surgical_blue", image_id="astronaut")
+    return np.stack([masked.image, face.crop])
+
+
+def export_blind_onnx(model: str, out: str | Path, *, size: int = 128, opset: int = 17) -> float:
+    """Export ``unet-gan-blind`` (segmenter + generator) as one ONNX graph, checked against
+    PyTorch: the hole probability within :data:`TOLERANCE`, the binary hole equal, and the
+    output within :data:`TOLERANCE` where the holes agree.
+
+    Returns:
+        The largest absolute difference of the outputs.
+    """
+    import onnxruntime as ort
+
+    from m2f_bench._io import atomic_write_bytes
+    from m2f_bench.inpainters.unet_gan_blind import BlindUNetGANInpainter
+
+    blind = BlindUNetGANInpainter(None if model == "unet-gan-blind" else model)
+    seg = blind.segmenter
+    module = BlindUnmasker(
+        seg.network.float().eval(),
+        blind.network.float().eval(),
+        seg.threshold,
+        seg.dilate,
+        seg.min_coverage,
+    ).eval()
+    multiple = max(seg.network.multiple, blind.network.multiple)
+    if size % multiple:
+        raise M2FError(f"--size must be a multiple of {multiple}, got {size}")
+    # A real face wearing a synthetic mask, and the bare face: both paths of the graph.
+    image = torch.from_numpy(_check_faces(size)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            module,
+            (image,),
+            str(tmp),
+            input_names=["image"],
+            output_names=["output", "hole", "hole_probability"],
+            dynamic_axes={k: {0: "batch"} for k in ("image", "output", "hole", "hole_probability")},
+            opset_version=opset,
+            dynamo=False,
+        )
+    try:
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        got, got_hole, got_p = session.run(None, {"image": image.numpy()})
+        with torch.inference_mode():
+            expected, hole, p = (t.numpy() for t in module(image))
+        p_error = float(np.abs(got_p - p).max())
+        if not hole[0].any():
+            raise M2FError("the check face's mask was not found; cannot check the export")
+        same = got_hole == hole
+        error = float(np.abs(got - expected)[np.broadcast_to(same, got.shape)].max())
+        if not (p_error <= TOLERANCE and error <= TOLERANCE and same.mean() > 0.999):
+            raise M2FError(
+                f"ONNX differs from PyTorch: hole probability by {p_error:.2e}, output by "
+                f"{error:.2e}, holes agree on {100 * same.mean():.3f} % of pixels"
+            )
+        atomic_write_bytes(out, tmp.read_bytes())
+    finally:
+        tmp.unlink(missing_ok=True)
+    return error

@@ -205,8 +205,11 @@ def train_segmenter(
     resume: bool = False,
     device: str = "auto",
     progress: bool = True,
+    on_step=None,
 ) -> TrainResult:
     """Train the config's segmenter into ``run_dir`` (one process).
+
+    ``on_step(step, losses)`` is called after every step (tests interrupt runs with it).
 
     Raises:
         TrainingDiverged: The loss became NaN or infinite; the last checkpoint is kept.
@@ -299,7 +302,7 @@ def train_segmenter(
                 for k, v in {**terms, "total": total}.items():
                     window.setdefault(k, []).append(float(v.detach()))
                 bar.update(batch)
-                bar.set_postfix(loss=f"{float(total):.4f}", refresh=False)
+                bar.set_postfix(loss=f"{float(total.detach()):.4f}", refresh=False)
                 if step % config.log.every == 0:
                     for k, v in window.items():
                         writer.add_scalar(f"loss/{k}", float(np.mean(v)), step)
@@ -330,6 +333,8 @@ def train_segmenter(
                         print(text, file=sys.stderr, flush=True)
                 if step % config.checkpoint.every == 0 or step == config.optim.steps:
                     last_saved = save()
+                if on_step is not None:
+                    on_step(step, {k: v[-1] for k, v in window.items() if v})
                 if interrupt["stop"]:
                     if last_saved is None or not last_saved.name.endswith(f"{step:07d}"):
                         last_saved = save()
