@@ -671,6 +671,10 @@ def benchmark_segment(
     limit: Annotated[
         int | None, typer.Option(help="At most this many faces [default: all].", min=1)
     ] = None,
+    dilate: Annotated[
+        int | None,
+        typer.Option(help="Grow the hole by N px [default: the segmenter's, 1].", min=0),
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads.", min=1)] = None,
 ) -> None:
     """Hole IoU of a segmenter on synthetic masks, masks found on bare faces, and speed.
@@ -700,6 +704,8 @@ def benchmark_segment(
     if rows.empty:
         raise M2FError(f"{prepared / 'manifest.csv'} has no prepared face in split {split!r}")
     spec = {"type": segmenter} | ({"weights": weights} if weights else {})
+    if dilate is not None:
+        spec["dilate"] = dilate
     model = build_segmenter(spec)
     start = time.perf_counter()
     ious, types, found = [], [], []
@@ -720,7 +726,8 @@ def benchmark_segment(
     iou, found_all, clean = np.concatenate(ious), np.concatenate(found), np.concatenate(clean_found)
     typer.echo(_machine_line())
     typer.echo(
-        f"{segmenter}: {len(iou)} masked crops ({len(ids)} faces × mask types), split {split}"
+        f"{segmenter}: {len(iou)} masked crops ({len(ids)} faces × mask types), split {split}; "
+        f"threshold {model.threshold}, dilate {model.dilate} px, min coverage {model.min_coverage}"
     )
     table = pd.DataFrame({"type": types, "iou": iou})
     for mask_type, group in table.groupby("type"):
