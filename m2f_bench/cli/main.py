@@ -867,6 +867,9 @@ def unmask(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Redo photos that already have results in --out.")
     ] = False,
+    threads: Annotated[
+        int, typer.Option(help="CPU threads for detection and the networks.", min=1)
+    ] = 1,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     model_home: ModelHome = None,
     offline: Offline = False,
@@ -886,7 +889,9 @@ def unmask(
 
     start = time.perf_counter()
     settings = _settings(None, model_home, offline)
-    unmasker = Unmasker(settings, model, segmenter, device=device, min_face=min_face)
+    unmasker = Unmasker(
+        settings, model, segmenter, device=device, min_face=min_face, threads=threads
+    )
     load_seconds = time.perf_counter() - start
 
     def report(path: Path, message: str) -> None:
