@@ -143,7 +143,8 @@ class Unmasker:
         self.model = spec
         self.segmenter = source.segmenter
         self.inpainter = build_inpainter(spec)
-        self.predict_holes = hole_predictor(source, self.inpainter, device)
+        self.predict_holes, hole_model = hole_predictor(source, self.inpainter, device)
+        self.fingerprint = self.inpainter.fingerprint() | hole_model
         self.detector = SCRFDDetector(
             model_path("scrfd_500m_kps.onnx", settings),
             input_size=det_size,
@@ -165,7 +166,11 @@ class Unmasker:
 
     def describe(self) -> dict[str, Any]:
         """What restored the faces, for the JSON records (and the resume check)."""
-        return {"inpainter": self.model, "segmenter": self.segmenter}
+        return {
+            "inpainter": self.model,
+            "segmenter": self.segmenter,
+            "fingerprint": self.fingerprint,
+        }
 
     def unmask(self, image: np.ndarray) -> PhotoResult:
         """Restore every masked face of an RGB uint8 photo.

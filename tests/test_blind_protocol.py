@@ -125,3 +125,48 @@ def test_split_hole_args_defaults():
     with pytest.raises(M2FError):
         split_hole_args({"type": "unet-gan", "segmenter": 3, "hole": "predicted"})
     assert parse_protocol(_protocol([{"type": "opencv-telea", "hole": "predicted"}]))
+
+
+def test_a_changed_model_file_at_the_same_path_redoes_outputs_and_embeddings(tmp_path, monkeypatch):
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "my.safetensors"
+    shutil.copyfile(Path("models/unet-gan-lfw128/model.safetensors"), weights)
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            _protocol([{"type": "masked"}, {"type": "unet-gan", "weights": str(weights)}])
+        )
+    )
+    monkeypatch.setenv("M2F_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("M2F_MODEL_HOME", str(tmp_path / "models"))
+    monkeypatch.setenv("M2F_OFFLINE", "1")
+    args = [
+        "evaluate",
+        str(path),
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+        "--workers",
+        "1",
+    ]
+    assert runner.invoke(app, args).exit_code == 0
+    first = pd.read_csv(tmp_path / "run" / "per_image.csv")
+    # Same path, new content (a re-trained model): nothing of the old outputs may be reused.
+    with safe_open(str(weights), framework="pt") as fh:
+        metadata = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    head = sorted(k for k in tensors if k.startswith("head."))[-1]
+    tensors[head] = tensors[head] + 0.2
+    save_file(tensors, str(weights), metadata=metadata)
+    assert runner.invoke(app, args).exit_code == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    state = results["inpainters"]["unet-gan"]
+    assert state["n_computed"] == len(first) // 2 and "weights_sha256" in state["model"]
+    second = pd.read_csv(tmp_path / "run" / "per_image.csv")
+    rows = second.inpainter == "unet-gan"
+    assert not np.allclose(first[rows].psnr, second[rows].psnr)
+    assert not np.allclose(first[rows]["id_sim.dlib"], second[rows]["id_sim.dlib"])

@@ -412,16 +412,17 @@ def _print_summary(results: dict) -> None:
             if state.get("status") == "error":
                 typer.echo(f"{label}: error: {state['error']}")
         return
+    w = max([16, *(len(str(row["inpainter"])) + 2 for row in results["summary"])])
     typer.echo(
-        f"{'inpainter':<16}{'recognizer':<14}{'PSNR':>7}{'SSIM':>7}{'PSNRh':>7}{'id_sim':>8}"
+        f"{'inpainter':<{w}}{'recognizer':<14}{'PSNR':>7}{'SSIM':>7}{'PSNRh':>7}{'id_sim':>8}"
         f"{'acc c↔c':>9}{'m↔c':>8}{'i↔c':>8}{'i↔i':>8}"
     )
     for row in results["summary"]:
         if row.get("status") == "error":
-            typer.echo(f"{row['inpainter']:<16}error: {row['error']}")
+            typer.echo(f"{row['inpainter']:<{w}}error: {row['error']}")
             continue
         typer.echo(
-            f"{row['inpainter']:<16}{row['recognizer'] or '—':<14}"
+            f"{row['inpainter']:<{w}}{row['recognizer'] or '—':<14}"
             f"{num(row['psnr'], '7.2f')}{num(row['ssim'], '7.4f')}"
             f"{num(row['psnr_hole'], '7.2f')}{num(row['id_sim'], '8.4f')}"
             f"{pct(row['acc_clean_clean']):>9}{pct(row['acc_masked_clean']):>8}"
@@ -517,12 +518,13 @@ def list_plugins(
     what: Annotated[
         str,
         typer.Argument(
-            help="inpainters, recognizers, metrics, datasets, detectors, mask-types, models or all."
+            help="inpainters, segmenters, recognizers, metrics, datasets, detectors, mask-types, "
+            "models or all."
         ),
     ] = "all",
 ) -> None:
-    """List what is available: inpainters, recognizers, metrics, datasets, detectors,
-    mask types and known model files (third-party plug-ins included)."""
+    """List what is available: inpainters, segmenters, recognizers, metrics, datasets,
+    detectors, mask types and known model files (third-party plug-ins included)."""
     from m2f_bench.data import DATASETS
     from m2f_bench.faces.detect import DETECTORS
     from m2f_bench.hub import MODEL_FILES
@@ -530,9 +532,11 @@ def list_plugins(
     from m2f_bench.masks import MASK_STYLES
     from m2f_bench.metrics import METRICS
     from m2f_bench.recognition import RECOGNIZERS
+    from m2f_bench.segmenters import SEGMENTERS
 
     groups = {
         "inpainters": [f"{name:<14} {summary}" for name, summary in list_inpainters()],
+        "segmenters": SEGMENTERS.names(),
         "recognizers": RECOGNIZERS.names(),
         "metrics": [*METRICS.names(), "id_sim"],
         "datasets": DATASETS.names(),

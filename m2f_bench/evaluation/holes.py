@@ -94,14 +94,17 @@ def check_hole_files(source: HoleSource, factory: Any, settings: Any) -> None:
 
 
 def hole_predictor(source: HoleSource, inpainter: Any, device: str = "cpu"):
-    """A callable uint8 N×H×W×3 → bool N×H×W holes for ``hole: predicted`` (None: exact)."""
+    """``(predict, fingerprint)`` for ``hole: predicted`` — ``predict`` maps uint8
+    N×H×W×3 crops to bool N×H×W holes, ``fingerprint`` is what those holes depend on
+    (the segmenter's settings and weights) — or ``(None, {})`` for the exact hole."""
     if not source.predicted:
-        return None
+        return None, {}
     if source.segmenter is None and getattr(inpainter, "blind", False):
-        return inpainter.predict_holes
+        return inpainter.predict_holes, {}  # part of the blind inpainter's own fingerprint
     from m2f_bench.segmenters import DEFAULT_SEGMENTER, build_segmenter
 
     spec = dict(source.segmenter or {"type": DEFAULT_SEGMENTER})
     if device != "cpu" and "device" not in spec:
         spec["device"] = device
-    return build_segmenter(spec).holes
+    segmenter = build_segmenter(spec)
+    return segmenter.holes, {"segmenter": segmenter.fingerprint()}

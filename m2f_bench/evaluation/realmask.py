@@ -244,7 +244,19 @@ class RealMaskEvaluation:
                 inpainter_spec, source = split_hole_args(spec, factory)
                 state["hole"] = "predicted"
                 folder = self.out_dir / "inpainted" / label
-                signature = {"spec": spec, "faces": self.fingerprint, "v": __version__}
+                inpainter = build_inpainter(inpainter_spec)
+                predict, hole_model = hole_predictor(source, inpainter, self.device)
+                state["model"] = inpainter.fingerprint() | hole_model
+                signature = json.loads(
+                    json.dumps(
+                        {
+                            "spec": spec,
+                            "model": state["model"],
+                            "faces": self.fingerprint,
+                            "v": __version__,
+                        }
+                    )
+                )
                 marker = folder / "spec.json"
                 same = marker.is_file() and json.loads(marker.read_text()) == signature
                 if not same and folder.is_dir():
@@ -257,8 +269,6 @@ class RealMaskEvaluation:
                     or not (folder / "holes" / f"{i}.png").is_file()
                 ]
                 if todo:
-                    inpainter = build_inpainter(inpainter_spec)
-                    predict = hole_predictor(source, inpainter, self.device)
                     (folder / "holes").mkdir(parents=True, exist_ok=True)
                     atomic_write_json(marker, signature)
                     bar = progress_bar(len(todo), f"unmask {label}", enabled=self.progress)
@@ -281,6 +291,7 @@ class RealMaskEvaluation:
             state["seconds"] = round(time.perf_counter() - start, 3)
             self.timings["inpaint"][label] = state["seconds"]
         self.masked = masked
+        self.states = states
         return states
 
     # -- recognition ------------------------------------------------------------------
@@ -298,7 +309,7 @@ class RealMaskEvaluation:
         }
         for label, images in self.outputs.items():
             sets[f"inpainted/{label}"] = (self.probes, images)
-        specs = {p.label: p.spec() for p in self.protocol.inpainters}
+        specs = {label: (s["spec"], s.get("model")) for label, s in self.states.items()}
         out: dict[str, dict[str, np.ndarray]] = {}
         for rec_label, recognizer in recognizers.items():
             start = time.perf_counter()

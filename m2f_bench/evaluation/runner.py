@@ -269,18 +269,34 @@ class _Evaluation:
             state: dict[str, Any] = {"spec": spec, "status": "ok", "error": ""}
             states[label] = state
             folder = self.out_dir / "inpainted" / label
-            signature = {"spec": spec, "prepared": self.prepare_fingerprint, "v": __version__}
             marker = folder / "spec.json"
-            try:
-                same = json.loads(marker.read_text()) == signature
-            except (OSError, ValueError):
-                same = False
             start = time.perf_counter()
+            todo: list[int] = []
             try:
                 inpainter_spec, source = split_hole_args(spec, INPAINTERS.get(spec["type"]))
                 state["hole"] = source.mode
                 if source.predicted:
                     self.predicted_holes.add(label)
+                inpainter = build(inpainter_spec)
+                predict, hole_model = hole_predictor(source, inpainter, self.device)
+                # The model files' content and hidden defaults: a changed model at the same
+                # path, or a changed default, redoes the outputs and their embeddings.
+                state["model"] = inpainter.fingerprint() | hole_model
+                # As JSON reads it back (tuples become lists), so that it compares equal.
+                signature = json.loads(
+                    json.dumps(
+                        {
+                            "spec": spec,
+                            "model": state["model"],
+                            "prepared": self.prepare_fingerprint,
+                            "v": __version__,
+                        }
+                    )
+                )
+                try:
+                    same = json.loads(marker.read_text()) == signature
+                except (OSError, ValueError):
+                    same = False
 
                 def done(i: str, source=source, folder=folder) -> bool:
                     return (folder / f"{i}.png").is_file() and (
@@ -288,8 +304,6 @@ class _Evaluation:
                     )
 
                 todo = [k for k, i in enumerate(self.ids) if not same or not done(i)]
-                inpainter = build(inpainter_spec)
-                predict = hole_predictor(source, inpainter, self.device) if todo else None
                 if todo:
                     folder.mkdir(parents=True, exist_ok=True)
                     if not same:
@@ -446,7 +460,10 @@ class _Evaluation:
         if variant != "clean":
             parts["masks"] = self.mask_of
         if variant.startswith("inpainted/"):
-            parts["spec"] = inpainters[variant.split("/", 1)[1]]["spec"]
+            state = inpainters[variant.split("/", 1)[1]]
+            parts["spec"] = state["spec"]
+            if state.get("model"):
+                parts["model"] = state["model"]
         text = json.dumps(parts, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

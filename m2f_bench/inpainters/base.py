@@ -50,6 +50,13 @@ class Inpainter(ABC):
             Uint8 N×H×W×3; only the pixels inside the hole are used.
         """
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What the outputs depend on beyond the protocol's arguments: the content of the
+        model files (a re-trained model at the same path must not reuse old outputs) and
+        any default that is not spelt out in the spec. Part of the evaluation's cache keys
+        and recorded in ``results.json``. Default: nothing."""
+        return {}
+
     @classmethod
     def check_files(cls, args: dict[str, Any], settings: Any) -> None:
         """Check that the files this spec needs exist, before any stage runs.
@@ -177,6 +184,22 @@ def list_inpainters() -> list[tuple[str, str]]:
             summary = f"(cannot load: {exc})"
         listed.append((name, summary))
     return listed
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Any) -> str:
+    """sha256 of a file's content, remembered per (path, size, mtime) within a process."""
+    import os
+
+    from m2f_bench._download import sha256_file
+
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
 
 
 def parse_size(

@@ -52,6 +52,11 @@ class ONNXInpainter(Inpainter):
 
     name = "onnx"
 
+    def fingerprint(self) -> dict[str, Any]:
+        from m2f_bench.inpainters.base import file_digest
+
+        return {"model_sha256": file_digest(self.model_path)}
+
     @classmethod
     def check_files(cls, args: dict[str, Any], settings: Any) -> None:
         path = Path(str(args.get("model", ""))).expanduser()
@@ -90,6 +95,7 @@ class ONNXInpainter(Inpainter):
         if device not in ("cpu", "cuda"):
             raise M2FError(f"{where}: device must be cpu or cuda, got {device!r}")
 
+        self.model_path = path
         options = ort.SessionOptions()
         options.log_severity_level = 3
         try:

@@ -49,7 +49,7 @@ class UNetGANInpainter(Inpainter):
     ) -> None:
         import torch
 
-        from m2f_bench.inpainters._nets import load_network
+        from m2f_bench.inpainters._nets import load_network, resolve_weights
 
         where = f"inpainter {self.model_name!r}"
         if device not in ("cpu", "cuda"):
@@ -61,8 +61,14 @@ class UNetGANInpainter(Inpainter):
         self.device = torch.device(device)
         self.batch_size = batch_size
         # A blind model loads its generator as the unet-gan network it is.
-        self.network = load_network(weights, network_name or self.model_name, self.skips)
+        self.weights_path = resolve_weights(weights, network_name or self.model_name)
+        self.network = load_network(self.weights_path, network_name or self.model_name, self.skips)
         self.network.to(self.device, memory_format=torch.channels_last)
+
+    def fingerprint(self) -> dict[str, Any]:
+        from m2f_bench.inpainters.base import file_digest
+
+        return {"weights_sha256": file_digest(self.weights_path)}
 
     @classmethod
     def check_files(cls, args: dict[str, Any], settings: Any) -> None:

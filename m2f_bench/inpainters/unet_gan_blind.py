@@ -72,7 +72,7 @@ class BlindUNetGANInpainter(UNetGANInpainter):
         batch_size: int = 32,
         size: int | list[int] | None = None,
         threshold: float = 0.5,
-        dilate: int = 1,
+        dilate: int = 0,
         min_coverage: float = 0.03,
     ) -> None:
         from m2f_bench.segmenters.mask_unet import MaskUNetSegmenter
@@ -91,6 +91,9 @@ class BlindUNetGANInpainter(UNetGANInpainter):
     @classmethod
     def check_files(cls, args: dict[str, Any], settings: Any) -> None:
         blind_model_files(args.get("weights"))
+
+    def fingerprint(self) -> dict[str, Any]:
+        return super().fingerprint() | {"segmenter": self.segmenter.fingerprint()}
 
     @classmethod
     def build_network(cls, **arch_args: Any):

@@ -42,7 +42,7 @@ class Segmenter(ABC):
 
     name: str = "segmenter"
 
-    def __init__(self, threshold: float = 0.5, dilate: int = 1, min_coverage: float = 0.03):
+    def __init__(self, threshold: float = 0.5, dilate: int = 0, min_coverage: float = 0.03):
         if not 0 < threshold < 1:
             raise M2FError(f"segmenter: threshold must be between 0 and 1, got {threshold!r}")
         if not isinstance(dilate, int) or isinstance(dilate, bool) or dilate < 0:
@@ -50,6 +50,15 @@ class Segmenter(ABC):
         if not 0 <= min_coverage < 1:
             raise M2FError(f"segmenter: min_coverage must be in [0, 1), got {min_coverage!r}")
         self.threshold, self.dilate, self.min_coverage = float(threshold), dilate, min_coverage
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that shape the holes (and, in subclasses, the weights' sha256)."""
+        return {
+            "type": self.name,
+            "threshold": self.threshold,
+            "dilate": self.dilate,
+            "min_coverage": self.min_coverage,
+        }
 
     @abstractmethod
     def probabilities(self, images: np.ndarray) -> np.ndarray:
@@ -82,7 +91,7 @@ class Segmenter(ABC):
 
 
 def holes_from_probabilities(
-    probs: np.ndarray, threshold: float = 0.5, dilate: int = 1, min_coverage: float = 0.03
+    probs: np.ndarray, threshold: float = 0.5, dilate: int = 0, min_coverage: float = 0.03
 ) -> np.ndarray:
     """Threshold, drop holes smaller than ``min_coverage`` of the crop, then dilate."""
     import cv2

@@ -35,7 +35,7 @@ class MaskUNetSegmenter(Segmenter):
         batch_size: int = 64,
         size: int | list[int] | None = 128,
         threshold: float = 0.5,
-        dilate: int = 1,
+        dilate: int = 0,
         min_coverage: float = 0.03,
     ) -> None:
         import torch
@@ -65,6 +65,14 @@ class MaskUNetSegmenter(Segmenter):
         path = resolve_weights(args.get("weights"), cls.model_name, "segmenter", "segmenter")
         if not path.is_file():
             raise ModelNotFoundError(f"segmenter {cls.model_name!r}: weight file not found: {path}")
+
+    def fingerprint(self) -> dict[str, Any]:
+        from m2f_bench.inpainters.base import file_digest
+
+        return super().fingerprint() | {
+            "size": list(self.size) if self.size else None,
+            "weights_sha256": file_digest(self.weights_path),
+        }
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         import torch
