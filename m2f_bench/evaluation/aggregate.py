@@ -313,6 +313,14 @@ def _summary(
     return rows
 
 
+def _predicted(results: dict[str, Any]) -> list[str]:
+    return [
+        label
+        for label, state in (results.get("inpainters") or {}).items()
+        if state.get("hole") == "predicted"
+    ]
+
+
 def method_text(results: dict[str, Any]) -> dict[str, str]:
     """How every number was computed, in sentences, from the protocol's settings."""
     p = results["protocol"]
@@ -336,6 +344,16 @@ def method_text(results: dict[str, Any]) -> dict[str, str]:
         "inpainting": (
             "Every inpainter receives the masked crops and their boolean holes; its output is "
             "composited so that pixels outside the hole are the masked input's."
+            + (
+                " Inpainters marked hole: predicted ("
+                + ", ".join(predicted)
+                + ") receive instead the hole a mask segmenter finds in the masked crop, as "
+                "on a real photo, and are composited into that hole; their pixel metrics "
+                "are still measured on the exact hole, and hole_iou is the intersection over "
+                "union of the two holes (1 for the other inpainters)."
+                if (predicted := _predicted(results))
+                else ""
+            )
         ),
         "pixel_metrics": (
             "Pixel metrics compare each inpainted crop with the clean crop of the same face "
