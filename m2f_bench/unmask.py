@@ -74,19 +74,69 @@ class PhotoResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-def iter_photos(inputs: Iterable[str | Path]) -> Iterator[tuple[Path, Path]]:
+def iter_photos(
+    inputs: Iterable[str | Path], exclude: Path | None = None
+) -> Iterator[tuple[Path, Path]]:
     """(file, path relative to its input) for each input file and every file under each
-    input folder (recursively, hidden files skipped, sorted). A missing input is yielded
-    as is, so it gets its own error line."""
+    input folder (recursively, hidden files and anything under ``exclude`` — the output
+    folder — skipped, sorted). A missing input is yielded as is, so it gets its own error
+    line."""
+    exclude = exclude.resolve() if exclude is not None else None
     for item in inputs:
         item = Path(item)
         if item.is_dir():
             for path in sorted(item.rglob("*")):
                 rel = path.relative_to(item)
+                if exclude is not None and path.resolve().is_relative_to(exclude):
+                    continue
                 if path.is_file() and not any(p.startswith(".") for p in rel.parts):
                     yield path, rel
         else:
             yield item, Path(item.name)
+
+
+def output_names(photos: list[tuple[Path, Path]]) -> list[Path]:
+    """Where each photo's outputs go, relative to the output folder, without suffix.
+
+    The photo's relative path without its extension (``sub/x``); where two photos would
+    share it (``x.jpg`` and ``x.png``, or two file arguments ``a/x.jpg`` and ``b/x.jpg``)
+    the extension is kept (``x.jpg``), then a counter is added (``x.jpg-2``).
+    """
+    stems = [rel.parent / rel.stem for _, rel in photos]
+    counts: dict[Path, int] = {}
+    for stem in stems:
+        counts[stem] = counts.get(stem, 0) + 1
+    names, taken = [], set()
+    for (_, rel), stem in zip(photos, stems, strict=True):
+        name = stem if counts[stem] == 1 else rel
+        candidate, k = name, 1
+        while candidate in taken:
+            k += 1
+            candidate = name.with_name(f"{name.name}-{k}")
+        taken.add(candidate)
+        names.append(candidate)
+    return names
+
+
+def _source_fingerprint(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _check_pixels(path: Path) -> None:
+    """Refuse a photo over :data:`MAX_PIXELS` from its header, before decoding it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except Exception:  # not an image, corrupt ...: read_image says which, in one line
+        return
+    if width * height > MAX_PIXELS:
+        raise BadImageError(
+            f"photo too large ({width}×{height} px = {width * height / 1e6:.0f} MP; the "
+            f"limit is {MAX_PIXELS / 1e6:.0f} MP): downscale it first"
+        )
 
 
 def is_grey(image: np.ndarray) -> bool:
@@ -153,6 +203,14 @@ class Unmasker:
             device=device,
         )
         self.threads = threads
+        from m2f_bench.inpainters.base import file_digest
+
+        scrfd = model_path("scrfd_500m_kps.onnx", settings)
+        self.detector_settings = {
+            "scrfd_sha256": file_digest(scrfd),
+            "det_size": det_size,
+            "threshold": threshold,
+        }
         self.geometry = CropGeometry(CROP_SIZE)
         self.min_face = min_face
         self.feather = feather
@@ -165,12 +223,21 @@ class Unmasker:
         return np.minimum.outer(ramp, ramp).astype(np.float32)
 
     def describe(self) -> dict[str, Any]:
-        """What restored the faces, for the JSON records (and the resume check)."""
-        return {
-            "inpainter": self.model,
-            "segmenter": self.segmenter,
-            "fingerprint": self.fingerprint,
-        }
+        """Everything the outputs depend on, for the JSON records and the resume check (as
+        JSON reads it back)."""
+        return json.loads(
+            json.dumps(
+                {
+                    "inpainter": self.model,
+                    "segmenter": self.segmenter,
+                    "fingerprint": self.fingerprint,
+                    "detector": self.detector_settings,
+                    "min_face": self.min_face,
+                    "feather": self.feather,
+                    "crop_size": CROP_SIZE,
+                }
+            )
+        )
 
     def unmask(self, image: np.ndarray) -> PhotoResult:
         """Restore every masked face of an RGB uint8 photo.
@@ -292,6 +359,19 @@ def _encode(image: np.ndarray, suffix: str) -> bytes:
     return data.tobytes()
 
 
+def _done(record_path: Path, described: dict[str, Any], source: dict[str, Any]) -> bool:
+    """Whether a photo's outputs exist for this photo (same file) and these settings."""
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        record.get("model") == described
+        and record.get("source") == source
+        and all((record_path.parent / name).is_file() for name in record.get("outputs") or ["?"])
+    )
+
+
 @dataclass
 class BatchSummary:
     """Counts over a batch of photos."""
@@ -300,6 +380,7 @@ class BatchSummary:
     done: int = 0
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    no_face: int = 0
     faces: int = 0
     too_small: int = 0
     masks_found: int = 0
@@ -314,6 +395,7 @@ def unmask_files(
     overwrite: bool = False,
     progress: bool = True,
     on_error=None,
+    on_note=None,
 ) -> BatchSummary:
     """Unmask every photo of ``inputs`` into ``out_dir`` (see the module docstring).
 
@@ -324,42 +406,40 @@ def unmask_files(
         overwrite: Redo photos that already have results.
         progress: Show a progress bar.
         on_error: Called with (path, message) for each photo that failed.
+        on_note: Called with (path, message) for each photo done with nothing to restore
+            or with faces too small to restore.
     """
     from m2f_bench._progress import progress_bar
 
     out_dir = Path(out_dir)
-    photos = list(iter_photos(inputs))
+    photos = list(iter_photos(inputs, exclude=out_dir))
     summary = BatchSummary(photos=len(photos))
     described = unmasker.describe()
     bar = progress_bar(len(photos), "unmask", unit="photo", enabled=progress)
-    for path, rel in photos:
-        stem = out_dir / rel.parent / rel.stem
+    for (path, _), name in zip(photos, output_names(photos), strict=True):
+        stem = out_dir / name
         record_path = stem.with_name(stem.name + ".json")
         try:
-            if not overwrite and record_path.is_file():
-                try:
-                    if json.loads(record_path.read_text())["model"] == described:
-                        summary.skipped += 1
-                        continue
-                except (ValueError, KeyError, OSError):
-                    pass
+            source = _source_fingerprint(path) if path.is_file() else None
+            if not overwrite and source is not None and _done(record_path, described, source):
+                summary.skipped += 1
+                continue
             start = time.perf_counter()
+            _check_pixels(path)
             image = read_image(path)
             decode_ms = (time.perf_counter() - start) * 1000
             result = unmasker.unmask(image)
             suffix = ".jpg" if path.suffix.lower() in (".jpg", ".jpeg") else ".png"
-            atomic_write_bytes(
-                stem.with_name(stem.name + ".unmasked" + suffix), _encode(result.image, suffix)
-            )
-            atomic_write_bytes(
-                stem.with_name(stem.name + ".compare.jpg"),
-                _encode(side_by_side(image, result.image), ".jpg"),
-            )
+            unmasked = stem.with_name(stem.name + ".unmasked" + suffix)
+            compare = stem.with_name(stem.name + ".compare.jpg")
+            atomic_write_bytes(unmasked, _encode(result.image, suffix))
+            atomic_write_bytes(compare, _encode(side_by_side(image, result.image), ".jpg"))
             seconds = time.perf_counter() - start
             atomic_write_json(
                 record_path,
                 {
-                    "source": str(path),
+                    "source": source,
+                    "outputs": [unmasked.name, compare.name],
                     "size": [int(image.shape[1]), int(image.shape[0])],
                     "grey": is_grey(image),
                     "model": described,
@@ -373,12 +453,21 @@ def unmask_files(
             summary.too_small += sum(f.status == "too small" for f in result.faces)
             summary.masks_found += sum(f.mask_found for f in result.faces)
             summary.seconds.append(seconds)
-        except M2FError as exc:
-            summary.failed.append((str(path), str(exc)))
-            if on_error is not None:
-                on_error(path, str(exc))
+            small = sum(f.status == "too small" for f in result.faces)
+            if not result.faces:
+                summary.no_face += 1
+            note = (
+                "no face found; left as it is"
+                if not result.faces
+                else f"{small} of {len(result.faces)} faces smaller than {unmasker.min_face} "
+                "px (detector box); left as they are"
+                if small
+                else None
+            )
+            if note and on_note is not None:
+                on_note(path, note)
         except Exception as exc:  # one bad photo must not stop the batch
-            message = f"{type(exc).__name__}: {exc}"
+            message = str(exc) if isinstance(exc, M2FError) else f"{type(exc).__name__}: {exc}"
             summary.failed.append((str(path), message))
             if on_error is not None:
                 on_error(path, message)

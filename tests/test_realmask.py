@@ -39,7 +39,8 @@ def test_masked_folder_reads_the_subfolder_convention(tmp_path):
         ("bob", "b1.png", False),
     ]
     gallery, probes, references = choose_gallery(records, seed=0)
-    assert list(gallery) == ["ann"] and [p.path.name for p in probes] == ["m1.jpg"]
+    # Everyone with a clean photo is in the gallery (bob: a distractor, never a probe).
+    assert list(gallery) == ["ann", "bob"] and [p.path.name for p in probes] == ["m1.jpg"]
     assert len(references) == 1 and references[0] is not gallery["ann"]
 
 
@@ -99,7 +100,6 @@ def painted_run(lfw_home, model_home, tmp_path_factory):
         {"type": "masked"},
         {"type": "unet-gan-blind"},
         {"type": "opencv-telea", "hole": "predicted"},
-        {"type": "opencv-ns", "name": "ns-exact", "hole": "exact"},
     ]
     protocol["verification"]["bootstrap"] = 50
     path = root / "real.yaml"
@@ -121,8 +121,6 @@ def test_real_mask_protocol_reports_verification_identification_and_missed_faces
     summary = pd.read_csv(out / "summary.csv")
     conditions = set(summary.condition)
     assert {"clean", "masked", "inpainted/unet-gan-blind", "inpainted/opencv-telea"} <= conditions
-    assert results["inpainters"]["ns-exact"]["status"] == "error"
-    assert "no exact hole" in results["inpainters"]["ns-exact"]["error"]
     for _, row in summary.iterrows():
         assert 0 <= row.rank1 <= row.rank5 <= 1
         assert row.rank1_ci_low <= row.rank1 <= row.rank1_ci_high
@@ -140,3 +138,32 @@ def test_real_mask_rerun_reuses_everything_and_gives_the_same_numbers(painted_ru
     again = runner.invoke(app, ["evaluate", str(path), "--out", str(out), "--no-progress"])
     assert again.exit_code == 0, again.output
     assert (out / "summary.csv").read_text() == before
+    results = json.loads((out / "results.json").read_text())
+    assert {s.get("n_computed", 0) for s in results["inpainters"].values()} == {0}
+
+
+def test_validate_rejects_an_exact_hole_on_real_masks(painted_run, tmp_path):
+    _, _, path, _ = painted_run
+    protocol = yaml.safe_load(path.read_text())
+    protocol["inpainters"].append({"type": "opencv-ns", "hole": "exact"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(protocol))
+    result = runner.invoke(app, ["validate", str(bad), "--no-files"])
+    assert result.exit_code != 0 and "real masks have no exact hole" in result.output
+
+
+def test_one_person_is_refused_with_one_line(painted_run, tmp_path):
+    import shutil
+
+    _, _, path, painted = painted_run
+    person = sorted(p for p in painted.iterdir() if (p / "masked").is_dir())[1]
+    shutil.copytree(person, tmp_path / "one" / person.name)
+    protocol = yaml.safe_load(path.read_text())
+    protocol["dataset"]["root"] = str(tmp_path / "one")
+    single = tmp_path / "one.yaml"
+    single.write_text(yaml.safe_dump(protocol))
+    result = runner.invoke(
+        app, ["evaluate", str(single), "--out", str(tmp_path / "o"), "--no-progress"]
+    )
+    assert result.exit_code != 0 and "one person only" in result.output
+    assert "Traceback" not in result.output

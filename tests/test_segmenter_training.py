@@ -97,6 +97,19 @@ def test_segmenter_resume_after_ctrl_c_equals_an_uninterrupted_run(prepared, tmp
         )
 
 
+def test_segmentation_loss_falls(prepared, tmp_path):  # noqa: F811
+    losses = []
+
+    def record(step, values):
+        if "total" in values:
+            losses.append(values["total"])
+
+    config = parse_config(seg_config(prepared, negatives=0.0, optim={"steps": 40, "lr": 3e-3}))
+    train_segmenter(config, tmp_path / "run", device="cpu", progress=False, on_step=record)
+    assert len(losses) >= 30
+    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8])
+
+
 def test_a_packaged_segmenter_run_is_found_by_its_card(prepared, tmp_path):  # noqa: F811
     import yaml
 

@@ -28,14 +28,14 @@ def unmasker(model_home):
 def masked_photo(astronaut, hog_aligner):
     """The astronaut photo wearing a synthetic surgical mask, drawn into the photo itself
     (through the inverse of the crop's alignment), and where its mask is."""
+    from m2f_bench.masks.paint import paint_mask
+
     face = hog_aligner.align(astronaut)
+    photo = paint_mask(astronaut, face, "surgical_blue", "a", 0)
     masked = apply_mask(face.crop, face.landmarks, "surgical_blue", image_id="a", seed=0)
     inverse = cv2.invertAffineTransform(face.matrix)
     size = (astronaut.shape[1], astronaut.shape[0])
-    drawn = cv2.warpAffine(masked.image, inverse, size, flags=cv2.INTER_LINEAR)
     where = cv2.warpAffine(masked.hole.astype(np.uint8), inverse, size, flags=cv2.INTER_NEAREST) > 0
-    photo = astronaut.copy()
-    photo[where] = drawn[where]
     return photo, where
 
 
@@ -102,13 +102,22 @@ def test_a_batch_writes_outputs_reports_bad_files_and_resumes(unmasker, masked_p
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(inputs / "tiny.png")
     Image.fromarray(np.full((300, 400, 3), 128, np.uint8)).save(inputs / "noface.png")
     out = tmp_path / "out"
-    errors = []
+    errors, notes = [], []
     summary = unmask_files(
-        unmasker, [inputs], out, progress=False, on_error=lambda p, m: errors.append((p.name, m))
+        unmasker,
+        [inputs],
+        out,
+        progress=False,
+        on_error=lambda p, m: errors.append((p.name, m)),
+        on_note=lambda p, m: notes.append((p.name, m)),
     )
     assert sorted(n for n, _ in errors) == ["corrupt.jpg", "notes.txt"]
     assert all("\n" not in m and m for _, m in errors)
-    assert summary.done == 5 and summary.masks_found == 3
+    assert summary.done == 5 and summary.masks_found == 3 and summary.no_face == 2
+    assert sorted(notes) == [
+        ("noface.png", "no face found; left as it is"),
+        ("tiny.png", "no face found; left as it is"),
+    ]
     record = json.loads((out / "sub" / "rotated.json").read_text())
     assert record["size"] == [photo.shape[1], photo.shape[0]]  # upright after EXIF
     assert [f["status"] for f in record["faces"]] == ["restored"]
@@ -121,10 +130,54 @@ def test_a_batch_writes_outputs_reports_bad_files_and_resumes(unmasker, masked_p
     # A rerun skips what is done; --overwrite redoes it.
     again = unmask_files(unmasker, [inputs], out, progress=False)
     assert again.skipped == 5 and again.done == 0
-    assert (
-        unmask_files(unmasker, [inputs / "masked.jpg"], out, overwrite=True, progress=False).done
-        == 1
+    redo = unmask_files(unmasker, [inputs / "masked.jpg"], out, overwrite=True, progress=False)
+    assert redo.done == 1
+    # A changed photo, or a missing output, is done again.
+    Image.fromarray(photo[:, ::-1].copy()).save(inputs / "masked.jpg", quality=95)
+    (out / "alpha.compare.jpg").unlink()
+    third = unmask_files(unmasker, [inputs], out, progress=False)
+    assert third.done == 2 and third.skipped == 3
+
+
+def test_outputs_never_collide_and_the_output_folder_is_not_read_back(
+    unmasker, masked_photo, tmp_path
+):
+    from m2f_bench.unmask import unmask_files
+
+    photo, _ = masked_photo
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    Image.fromarray(photo).save(tmp_path / "a" / "x.jpg")
+    Image.fromarray(photo).save(tmp_path / "a" / "x.png")
+    Image.fromarray(photo).save(tmp_path / "b" / "x.jpg")
+    out = tmp_path / "a" / "unmasked"  # inside the folder being read
+    inputs = [tmp_path / "a", tmp_path / "b" / "x.jpg"]
+    summary = unmask_files(unmasker, inputs, out, progress=False)
+    assert summary.done == 3 and summary.skipped == 0
+    records = sorted(p.name for p in out.glob("*.json"))
+    assert records == ["x.jpg-2.json", "x.jpg.json", "x.png.json"]
+    # A second run over the same folder does not take last run's outputs for photos.
+    again = unmask_files(unmasker, inputs, out, progress=False)
+    assert again.photos == 3 and again.skipped == 3
+
+
+def test_changed_settings_redo_a_photo(model_home, masked_photo, tmp_path):
+    from m2f_bench.settings import Settings
+    from m2f_bench.unmask import Unmasker, unmask_files
+
+    settings = Settings(data_home=model_home, model_home=model_home)
+    Image.fromarray(masked_photo[0]).save(tmp_path / "p.png")
+    out = tmp_path / "o"
+    assert unmask_files(Unmasker(settings), [tmp_path / "p.png"], out, progress=False).done == 1
+    notes = []
+    strict = Unmasker(settings, min_face=10_000)
+    summary = unmask_files(
+        strict, [tmp_path / "p.png"], out, progress=False, on_note=lambda p, m: notes.append(m)
     )
+    assert summary.done == 1
+    assert notes == ["1 of 1 faces smaller than 10000 px (detector box); left as they are"]
+    record = json.loads((out / "p.json").read_text())
+    assert [f["status"] for f in record["faces"]] == ["too small"]
 
 
 def test_a_huge_photo_is_refused_with_one_line(unmasker, monkeypatch):

@@ -394,9 +394,10 @@ def _print_summary(results: dict) -> None:
     if results.get("schema") == "m2f-bench/real-masks/1":
         c = results["counts"]
         typer.echo(
-            f"{c['n_identities']} people, {c['n_masked']} masked photos "
-            f"({c['n_masked_no_face']} without a detected face), "
-            f"{c['n_clean_references']} clean reference photos"
+            f"{c['n_identities']} people in the gallery ({c['n_probed']} with masked photos), "
+            f"{c['n_masked']} masked photos ({c['n_masked_no_face']} without a detected face, "
+            f"{c['n_masked_failed']} unreadable), {c['n_clean_references']} clean reference "
+            "photos"
         )
         typer.echo(
             f"{'condition':<28}{'recognizer':<14}{'found':>7}{'acc':>8}{'AUC':>8}"
@@ -480,7 +481,14 @@ def validate(
             if _is_training_config(path):
                 from m2f_bench.training.config import load_config
 
-                load_config(path)
+                config = load_config(path)
+                init = getattr(config.model, "init", None)
+                if files and init:
+                    from m2f_bench.inpainters._nets import resolve_weights
+
+                    weights = resolve_weights(init, config.model.name)
+                    if not weights.is_file():
+                        raise M2FError(f"{path}: model.init: weight file not found: {weights}")
                 typer.echo(f"{path}: ok (training config)")
                 continue
             protocol = load_protocol(path)
@@ -677,7 +685,7 @@ def benchmark_segment(
     ] = None,
     dilate: Annotated[
         int | None,
-        typer.Option(help="Grow the hole by N px [default: the segmenter's, 1].", min=0),
+        typer.Option(help="Grow the hole by N px [default: the segmenter's, 0].", min=0),
     ] = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads.", min=1)] = None,
 ) -> None:
@@ -902,7 +910,13 @@ def unmask(
         typer.echo(f"{path}: {message}", err=True)
 
     summary = unmask_files(
-        unmasker, photos, out, overwrite=overwrite, progress=progress, on_error=report
+        unmasker,
+        photos,
+        out,
+        overwrite=overwrite,
+        progress=progress,
+        on_error=report,
+        on_note=report,
     )
     per_photo = (
         f"; {1000 * float(np.median(summary.seconds)):.0f} ms per photo (median, with file "
@@ -913,8 +927,8 @@ def unmask(
     typer.echo(
         f"{summary.done} of {summary.photos} photos unmasked into {out}, "
         f"{summary.skipped} already done, {len(summary.failed)} failed; "
-        f"{summary.faces} faces ({summary.too_small} too small), masks found on "
-        f"{summary.masks_found}{per_photo}"
+        f"{summary.faces} faces ({summary.too_small} too small, no face in "
+        f"{summary.no_face} photos), masks found on {summary.masks_found}{per_photo}"
     )
     if summary.failed and not summary.done and not summary.skipped:
         raise typer.Exit(1)
@@ -925,18 +939,21 @@ def unmask(
 def export_onnx(
     model: Annotated[
         str,
-        typer.Argument(help="unet-gan / baseline-gan (model card), weights file or run folder."),
+        typer.Argument(
+            help="unet-gan / baseline-gan / unet-gan-blind (model card), weights file, model "
+            "or run folder."
+        ),
     ],
     out: Annotated[Path, typer.Argument(help="The .onnx file to write.")],
     size: Annotated[int, typer.Option(help="Crop side to trace and check at.", min=16)] = 128,
 ) -> None:
     """Export a trained generator to ONNX (checked against PyTorch within 1e-4)."""
-    from m2f_bench.training.export import _is_blind
     from m2f_bench.training.export import export_onnx as run_export
+    from m2f_bench.training.export import is_blind
 
     error = run_export(model, out, size=size)
     typer.echo(f"{out}: max |ONNX - PyTorch| = {error:.1e}")
-    if _is_blind(model):
+    if is_blind(model):
         typer.echo(
             "inputs: image (N×3×H×W RGB in [-1, 1]); outputs: output (restored, [-1, 1]), "
             "hole (the filled hole, 0/1), hole_probability"

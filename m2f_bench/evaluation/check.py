@@ -45,10 +45,14 @@ def check_protocol(protocol: Protocol, source: str = "<protocol>") -> None:
     )
     for i, name in enumerate(protocol.masks.types or ()):
         at(f"masks.types.{i}", lambda name=name: MASK_STYLES.get(name))
+    try:
+        real = bool(getattr(DATASETS.get(protocol.dataset.name), "real_masks", False))
+    except M2FError:
+        real = False
     for i, plugin in enumerate(protocol.inpainters):
         at(
             f"inpainters.{i}",
-            lambda p=plugin: _check_inpainter(p.type, INPAINTERS.get(p.type), p.args),
+            lambda p=plugin: _check_inpainter(p.type, INPAINTERS.get(p.type), p.args, real),
         )
     for i, plugin in enumerate(protocol.recognizers):
         at(
@@ -66,10 +70,13 @@ def check_protocol(protocol: Protocol, source: str = "<protocol>") -> None:
         raise ProtocolError(f"{source}: " + "; ".join(problems))
 
 
-def _check_inpainter(name: str, factory: Any, args: dict[str, Any]) -> None:
-    """Arguments against the constructor; ``hole`` / ``segmenter`` against the segmenters."""
+def _check_inpainter(name: str, factory: Any, args: dict[str, Any], real: bool = False) -> None:
+    """Arguments against the constructor; ``hole`` / ``segmenter`` against the segmenters.
+    On a dataset of real masks there is no exact hole to give."""
     from m2f_bench.evaluation.holes import check_hole_source, split_hole_args
 
+    if real and args.get("hole") == "exact":
+        raise M2FError("real masks have no exact hole: use hole: predicted (or leave it out)")
     rest, source = split_hole_args(args, factory)
     check_arguments(f"inpainter {name!r}", factory, rest)
     check_hole_source(source, factory)

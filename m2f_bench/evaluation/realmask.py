@@ -20,7 +20,8 @@ photos by cosine; rank-k accuracy with the same intervals. There is no ground tr
 pixels, so no pixel metric. Photos in which no face is detected are counted, by kind.
 
 Files: ``crops/``, ``inpainted/<name>/`` (with ``holes/``), ``embeddings/``,
-``probes.csv`` (one row per recognizer, condition and probe), ``summary.csv``,
+``probes.csv`` (one row per recognizer, condition and probe: genuine score and rank),
+``pair_scores.csv`` (every verification pair's score), ``summary.csv``,
 ``results.json`` and ``report.html``.
 """
 
@@ -68,18 +69,21 @@ def _digest(*parts: Any) -> str:
 def choose_gallery(records, seed: int) -> tuple[dict[str, Any], list, list]:
     """(gallery record by identity, masked probes, clean reference probes).
 
-    People without both a clean and a masked photo are left out.
+    Every person with a clean photo has one in the gallery (a seeded choice), so people
+    without a masked photo are distractors; the masked photos of people with a gallery
+    photo are the probes, and the other clean photos of those people the references.
     """
     clean: dict[str, list] = {}
     masked: dict[str, list] = {}
     for r in records:
         (masked if r.masked else clean).setdefault(r.identity, []).append(r)
     gallery = {}
-    for identity in sorted(set(clean) & set(masked)):
+    for identity in sorted(clean):
         key = [hashlib.sha256(f"{seed}:{r.image_id}".encode()).hexdigest() for r in clean[identity]]
         gallery[identity] = clean[identity][int(np.argmin(key))]
-    probes = [r for i in gallery for r in masked[i]]
-    references = [r for i in gallery for r in clean[i] if r is not gallery[i]]
+    probed = [i for i in gallery if i in masked]
+    probes = [r for i in probed for r in masked[i]]
+    references = [r for i in probed for r in clean[i] if r is not gallery[i]]
     return gallery, probes, references
 
 
@@ -114,10 +118,15 @@ class RealMaskEvaluation:
         from m2f_bench.faces.pipeline import AlignerConfig
 
         gallery, probes, references = choose_gallery(self.dataset.records(), self.spec.gallery_seed)
-        if not gallery:
+        if not probes:
             raise M2FError(
                 f"{self.dataset.root}: no person has both a clean and a masked photo; the "
                 "real-mask protocol needs both"
+            )
+        if len(gallery) < 2:
+            raise M2FError(
+                f"{self.dataset.root}: one person only; verification and identification "
+                "need at least two people with a clean photo"
             )
         if self.limit is not None and self.limit < len(probes):
             rng = np.random.default_rng(self.protocol.dataset.seed)
@@ -178,6 +187,10 @@ class RealMaskEvaluation:
             bar.close()
         self.timings["align"] = round(time.perf_counter() - start, 3)
         ok = {r.image_id for r in everything if r.image_id not in failures}
+
+        def no_face(r) -> bool:
+            return failures.get(r.image_id, "").startswith(("NoFaceError", "ImageTooSmallError"))
+
         self.failures = [
             {"image_id": r.image_id, "masked": r.masked, "reason": failures[r.image_id]}
             for r in everything
@@ -185,9 +198,11 @@ class RealMaskEvaluation:
         ]
         self.counts = {
             "n_identities": len(gallery),
+            "n_probed": len({p.identity for p in probes}),
             "n_masked": len(probes),
             "n_clean_references": len(references),
-            "n_masked_no_face": sum(r.image_id not in ok for r in probes),
+            "n_masked_no_face": sum(no_face(r) for r in probes),
+            "n_masked_failed": sum(r.image_id not in ok and not no_face(r) for r in probes),
             "n_clean_no_face": sum(r.image_id not in ok for r in references),
             "n_gallery_no_face": sum(r.image_id not in ok for r in gallery.values()),
         }
@@ -197,6 +212,8 @@ class RealMaskEvaluation:
         self.references = [r for r in references if r.image_id in ok and r.identity in self.gallery]
         if not self.probes:
             raise M2FError("no masked photo with a detected face is left to evaluate")
+        if len(self.gallery) < 2:
+            raise M2FError("fewer than two people have a gallery photo with a detected face")
 
     def crops(self, records) -> np.ndarray:
         from m2f_bench.evaluation.runner import _stack
@@ -345,7 +362,7 @@ class RealMaskEvaluation:
         seed = v.seed if v else 0
         identities = list(self.gallery)
         position = {i: k for k, i in enumerate(identities)}
-        rows, tables = [], []
+        rows, tables, pairs = [], [], []
         for rec_label, emb in embeddings.items():
             gallery = emb["gallery"]
             for condition, emb_probes in emb.items():
@@ -358,11 +375,12 @@ class RealMaskEvaluation:
                 ranks = identification_ranks(emb_probes, gallery, who)
                 rng = np.random.default_rng([seed, len(records)])
                 genuine = np.sum(emb_probes * gallery[who], axis=1)
-                impostor_scores, impostor_probe = [], []
+                impostor_scores, impostor_probe, against = [], [], [who]
                 for _ in range(self.spec.impostors_per_probe):
                     other = (who + rng.integers(1, len(identities), len(who))) % len(identities)
                     impostor_scores.append(np.sum(emb_probes * gallery[other], axis=1))
                     impostor_probe.append(np.arange(len(records)))
+                    against.append(other)
                 probe_index = np.concatenate([np.arange(len(records)), *impostor_probe])
                 scores = np.concatenate([genuine, *impostor_scores])
                 same = np.concatenate(
@@ -370,6 +388,20 @@ class RealMaskEvaluation:
                 )
                 clusters = np.array([records[k].identity for k in probe_index])
                 folds = np.array([records[k].fold for k in probe_index])
+                pairs.append(
+                    pd.DataFrame(
+                        {
+                            "recognizer": rec_label,
+                            "condition": condition,
+                            "fold": folds,
+                            "probe": [records[k].image_id for k in probe_index],
+                            "probe_identity": clusters,
+                            "gallery_identity": [identities[g] for g in np.concatenate(against)],
+                            "same": same,
+                            "score": scores.astype(np.float64),
+                        }
+                    )
+                )
                 row: dict[str, Any] = {
                     "recognizer": rec_label,
                     "condition": condition,
@@ -419,6 +451,7 @@ class RealMaskEvaluation:
                         }
                     )
                 )
+        self.pair_scores = pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame()
         return rows, pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
@@ -437,9 +470,11 @@ td:first-child,td:nth-child(2){{text-align:left}}</style></head><body>
 def _report_html(results: dict[str, Any], summary: pd.DataFrame) -> str:
     c = results["counts"]
     faces = (
-        f"{c['n_identities']} people with a clean and a masked photo; {c['n_masked']} masked "
+        f"{c['n_identities']} people with a clean photo in the gallery, "
+        f"{c['n_probed']} of them with masked photos; {c['n_masked']} masked "
         f"photos, of which <b>{c['n_masked_no_face']} had no face detected</b> "
-        f"({100 * c['n_masked_no_face'] / max(c['n_masked'], 1):.1f} %); "
+        f"({100 * c['n_masked_no_face'] / max(c['n_masked'], 1):.1f} %) and "
+        f"{c['n_masked_failed']} could not be read; "
         f"{c['n_clean_references']} clean reference photos ({c['n_clean_no_face']} without a "
         f"detected face); {c['n_gallery_no_face']} gallery photos without a detected face "
         "(their people are left out)."
@@ -494,6 +529,10 @@ def evaluate_real_masks(
     embeddings = run.embed(recognizers)
     rows, probes = run.score(embeddings)
     atomic_write_text(out_dir / "probes.csv", probes.to_csv(index=False, lineterminator="\n"))
+    # Every verification pair's score, saved before any threshold is chosen.
+    atomic_write_text(
+        out_dir / "pair_scores.csv", run.pair_scores.to_csv(index=False, lineterminator="\n")
+    )
     extra = [k for k in dict.fromkeys(k for row in rows for k in row) if k not in SUMMARY_COLUMNS]
     summary = pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, *extra])
     atomic_write_text(out_dir / "summary.csv", summary.to_csv(index=False, lineterminator="\n"))

@@ -432,9 +432,9 @@ class _Evaluation:
                     holes = self.predicted_holes_of(label)
                     table["hole_iou"] = hole_iou(holes, self.holes).astype(np.float64)
                     table["mask_found"] = mask_found(holes).astype(np.float64)
-                else:
+                else:  # given the exact hole: no segmenter ran
                     table["hole_iou"] = 1.0
-                    table["mask_found"] = 1.0
+                    table["mask_found"] = np.nan
             for rec_label in recognizers if self.wants_id_sim else ():
                 emb = embeddings[rec_label]
                 # float64 so that the CSV round-trips exactly and `report` reproduces means.
@@ -487,7 +487,7 @@ _HOLE_METRICS = {
     "mask_found": {
         "higher_is_better": True,
         "description": "share of masked crops in which the segmenter found a mask (its hole "
-        "reached min_coverage of the crop)",
+        "reached min_coverage of the crop); empty for inpainters given the exact hole",
     },
 }
 

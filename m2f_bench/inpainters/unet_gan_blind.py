@@ -6,7 +6,7 @@ A model folder (``models/unet-gan-blind-lfw128/``) holds two networks named by i
 :meth:`BlindUNetGANInpainter.unmask` returns the restored crop and the hole it filled; in
 a protocol it defaults to ``hole: predicted``, so the report shows it as it would work on
 a real photo. The composite network (:class:`BlindUnmasker`) is what ``export-onnx``
-writes: ``image`` in, ``output`` and ``hole_probability`` out.
+writes: ``image`` in; ``output``, ``hole`` and ``hole_probability`` out.
 
 This module imports no torch at import time.
 """

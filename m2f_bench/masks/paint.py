@@ -14,7 +14,6 @@ results say how the pipeline behaves, not how real masks are recognised.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,13 +86,12 @@ def paint_masked_folder(
         n_masked = min(len(photos) - 1, max(1, round(share * len(photos))))
         for k, record in enumerate(order):
             folder = out_dir / identity
-            if k >= n_masked:
-                folder.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(record.path, folder / Path(record.path).name)
-                summary.clean += 1
-                bar.update(1)
-                continue
             try:
+                if k >= n_masked:
+                    data = Path(record.path).read_bytes()
+                    atomic_write_bytes(folder / Path(record.path).name, data)
+                    summary.clean += 1
+                    continue
                 photo = read_image(record.path)
                 face = aligner.align(photo)
                 mask_type = types[
@@ -109,8 +107,10 @@ def paint_masked_folder(
                     folder / "masked" / f"{Path(record.path).stem}.jpg", data.tobytes()
                 )
                 summary.masked += 1
-            except M2FError as exc:
-                summary.failed.append((str(record.path), str(exc)))
-            bar.update(1)
+            except Exception as exc:  # one photo must not stop the others
+                text = str(exc) if isinstance(exc, M2FError) else f"{type(exc).__name__}: {exc}"
+                summary.failed.append((str(record.path), text))
+            finally:
+                bar.update(1)
     bar.close()
     return summary

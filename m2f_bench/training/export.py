@@ -41,7 +41,7 @@ def export_onnx(model: str, out: str | Path, *, size: int = 128, opset: int = 17
 
     from m2f_bench._io import atomic_write_bytes
 
-    if _is_blind(model):
+    if is_blind(model):
         return export_blind_onnx(model, out, size=size, opset=opset)
     weights = resolve_weights(None if model in INPAINTERS else model, model)
     name = read_generator(weights)[0]["inpainter"]
@@ -87,7 +87,8 @@ def trace_to_onnx(
         )
 
 
-def _is_blind(model: str) -> bool:
+def is_blind(model: str) -> bool:
+    """Whether ``model`` names the blind model (by name or by a model folder's card)."""
     if model == "unet-gan-blind":
         return True
     card = Path(model) / "card.yaml"
@@ -167,19 +168,21 @@ def export_blind_onnx(model: str, out: str | Path, *, size: int = 128, opset: in
     image = torch.from_numpy(_check_faces(size)).permute(0, 3, 1, 2).float() / 127.5 - 1
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            module,
-            (image,),
-            str(tmp),
-            input_names=["image"],
-            output_names=["output", "hole", "hole_probability"],
-            dynamic_axes={k: {0: "batch"} for k in ("image", "output", "hole", "hole_probability")},
-            opset_version=opset,
-            dynamo=False,
-        )
     try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                module,
+                (image,),
+                str(tmp),
+                input_names=["image"],
+                output_names=["output", "hole", "hole_probability"],
+                dynamic_axes={
+                    k: {0: "batch"} for k in ("image", "output", "hole", "hole_probability")
+                },
+                opset_version=opset,
+                dynamo=False,
+            )
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         got, got_hole, got_p = session.run(None, {"image": image.numpy()})
         with torch.inference_mode():

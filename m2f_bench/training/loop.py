@@ -347,6 +347,22 @@ def _prepare_run_dir(
     return checkpoint
 
 
+def truncate_validation(run_dir: Path, step: int) -> None:
+    """On resume: drop the validation lines an interrupted attempt wrote after the step it
+    resumes from (they are written again), and any half-written last line."""
+    path = run_dir / "validation.jsonl"
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    atomic_write_text(path, "".join(kept))
+
+
 def _write_run_info(
     config: TrainConfig, run_dir: Path, ctx: DistContext, init: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -416,6 +432,8 @@ def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
         )
         trainer.step = state["step"]
         run_info = state["run"]
+        if ctx.is_main:
+            truncate_validation(run_dir, trainer.step)
     init = None
     if checkpoint is None and config.model.init:
         from m2f_bench.training.package import init_facts

@@ -50,6 +50,7 @@ from m2f_bench.training.loop import (
     _stop_on_interrupt,
     _write_run_info,
     lr_factor,
+    truncate_validation,
 )
 
 #: Stream of the degraded validation crops (fixed, like the clean validation masks).
@@ -117,8 +118,11 @@ def _inputs(images: torch.Tensor | np.ndarray, device: torch.device) -> torch.Te
 def segmentation_loss(
     logits: torch.Tensor, target: torch.Tensor, bce: float, dice: float
 ) -> dict[str, torch.Tensor]:
-    """The weighted terms; Dice is computed over the whole batch, so unmasked crops (empty
-    targets) count through their false positives instead of a 0/0."""
+    """The loss terms, unweighted (the caller applies the config's weights).
+
+    Dice is computed over the whole batch, so unmasked crops (empty targets) count through
+    their false positives instead of a 0/0.
+    """
     terms = {}
     if bce:
         terms["bce"] = F.binary_cross_entropy_with_logits(logits, target)
@@ -242,6 +246,7 @@ def train_segmenter(
             schedulers={"segmenter": scheduler},
         )
         step, run_info = state["step"], state["run"]
+        truncate_validation(run_dir, step)
     info = _write_run_info(config, run_dir, ctx)
     if checkpoint is None:
         run_info = info
@@ -299,8 +304,9 @@ def train_segmenter(
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                for k, v in {**terms, "total": total}.items():
-                    window.setdefault(k, []).append(float(v.detach()))
+                values = {k: float(v.detach()) for k, v in {**terms, "total": total}.items()}
+                for k, v in values.items():
+                    window.setdefault(k, []).append(v)
                 bar.update(batch)
                 bar.set_postfix(loss=f"{float(total.detach()):.4f}", refresh=False)
                 if step % config.log.every == 0:
@@ -334,7 +340,7 @@ def train_segmenter(
                 if step % config.checkpoint.every == 0 or step == config.optim.steps:
                     last_saved = save()
                 if on_step is not None:
-                    on_step(step, {k: v[-1] for k, v in window.items() if v})
+                    on_step(step, values)
                 if interrupt["stop"]:
                     if last_saved is None or not last_saved.name.endswith(f"{step:07d}"):
                         last_saved = save()
