@@ -128,3 +128,28 @@ def test_blind_model_folder_must_name_both_networks(tmp_path):
         build_inpainter({"type": "unet-gan-blind", "weights": str(tmp_path)})
     with pytest.raises(ModelNotFoundError, match="not a model folder"):
         build_inpainter({"type": "unet-gan-blind", "weights": str(tmp_path / "nowhere")})
+
+
+def test_package_blind_assembles_a_folder_the_inpainter_loads(tmp_path):
+    import hashlib
+    from pathlib import Path
+
+    import yaml
+
+    from m2f_bench.inpainters import build_inpainter
+    from m2f_bench.training.package import package_blind
+
+    models = Path(__file__).parents[1] / "models"
+    card_path = package_blind(
+        models / "unet-gan-lfw128", models / "mask-unet-lfw128", tmp_path / "b"
+    )
+    card = yaml.safe_load(card_path.read_text())
+    assert card["inpainter"] == "unet-gan-blind"
+    for key in ("generator", "segmenter"):
+        data = (tmp_path / "b" / card[f"{key}_weights"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == card[f"{key}_sha256"]
+    assert card["components"]["segmenter"]["validation"]["iou"] > 0.9
+    blind = build_inpainter({"type": "unet-gan-blind", "weights": str(tmp_path / "b")})
+    assert blind.fingerprint()["segmenter"]["weights_sha256"] == card["segmenter_sha256"]
+    with pytest.raises(M2FError, match="needs a unet-gan model folder"):
+        package_blind(models / "mask-unet-lfw128", models / "unet-gan-lfw128", tmp_path / "c")

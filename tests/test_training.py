@@ -486,3 +486,39 @@ def test_second_stage_starts_from_the_given_weights_and_its_card_says_so(
         run(prepared, tmp_path / "bad", model={"init": str(first.parent), "widths": [8, 16]})
     with pytest.raises(M2FError, match="holds 'unet-gan' weights"):
         run(prepared, tmp_path / "bad2", model={"init": str(first.parent), "name": "baseline-gan"})
+
+
+def test_degraded_pairs_share_every_draw_and_predicted_holes_train(prepared, tmp_path):
+    """data.degrade: the masked input and its target get the same jitter and degradation;
+    data.holes: predicted trains on the hole a segmenter finds."""
+    from m2f_bench.segmenters._net import MaskSegmenterNet, save_segmenter
+
+    degrade = {
+        "geometry": 1.0,
+        "lighting": 1.0,
+        "noise": 1.0,
+        "blur": 1.0,
+        "jpeg": 0.0,
+        "downscale": 0.0,
+        "grayscale": 0.0,
+    }
+    spec = parse_config(tiny_config(prepared, data={"degrade": degrade})).data
+    split = PreparedSplit(prepared, "train")
+    sample = make_sample(split, 0, spec, 3, 1, augment=True)
+    plain = make_sample(split, 0, parse_config(tiny_config(prepared)).data, 3, 1, augment=True)
+    # Away from the hole's rim (which the blur and the warp's interpolation mix with the
+    # mask's colours, as in a real photo) the two are the same pixels.
+    outside = cv2.dilate(sample.hole.astype(np.uint8), np.ones((13, 13), np.uint8)) == 0
+    assert outside.mean() > 0.3 and sample.hole.any()
+    assert np.array_equal(sample.masked[outside], sample.target[outside])
+    assert not np.array_equal(sample.target, plain.target)  # it was degraded
+    torch.manual_seed(0)
+    seg = tmp_path / "seg.safetensors"
+    save_segmenter(seg, MaskSegmenterNet(widths=(8, 16), bottleneck_blocks=1), "mask-unet")
+    result = run(
+        prepared,
+        tmp_path / "run",
+        data={"holes": "predicted", "segmenter": str(seg), "degrade": degrade},
+        optim={"steps": 3},
+    )
+    assert result.step == 3 and np.isfinite(result.validation["psnr"])

@@ -58,6 +58,21 @@ class DiscriminatorSpec(_Strict):
     every: int = Field(1, ge=1, description="update the discriminator every N steps")
 
 
+class AugmentSpec(_Strict):
+    """Real-photo degradations (:mod:`m2f_bench.training.augment`): probabilities per sample."""
+
+    geometry: float = Field(0.7, ge=0, le=1, description="rotation/scale/shift jitter")
+    max_rotation: float = Field(10.0, ge=0, le=45, description="degrees")
+    max_scale: float = Field(0.08, ge=0, lt=0.5, description="relative")
+    max_shift: float = Field(0.04, ge=0, lt=0.5, description="share of the crop side")
+    lighting: float = Field(0.5, ge=0, le=1, description="gamma, tint and a light ramp")
+    grayscale: float = Field(0.1, ge=0, le=1)
+    downscale: float = Field(0.3, ge=0, le=1, description="down to 30-80 % and back up")
+    blur: float = Field(0.3, ge=0, le=1)
+    noise: float = Field(0.3, ge=0, le=1)
+    jpeg: float = Field(0.5, ge=0, le=1, description="re-encoded at quality 25-90")
+
+
 class DataSpec(_Strict):
     root: Path = Field(description="a folder written by `m2f-bench prepare`")
     train_split: str = "train"
@@ -69,6 +84,19 @@ class DataSpec(_Strict):
     saturation: float = Field(0.1, ge=0, lt=1)
     workers: int = Field(1, ge=0, description="DataLoader worker processes")
     val_limit: int | None = Field(256, ge=1, description="validation images (None: all)")
+    degrade: AugmentSpec | None = Field(
+        None,
+        description="inpainters: real-photo degradations applied alike to the masked input "
+        "and its target (None: none)",
+    )
+    holes: Literal["exact", "predicted"] = Field(
+        "exact",
+        description="inpainters: train on the synthetic mask's exact hole or on the hole the "
+        "segmenter finds in the masked crop (as unet-gan-blind runs)",
+    )
+    segmenter: str | None = Field(
+        None, description="segmenter weights for holes: predicted (default: mask-unet's card)"
+    )
 
 
 class OptimSpec(_Strict):
@@ -152,21 +180,6 @@ class SegmenterModelSpec(_Strict):
             "bottleneck_blocks": self.bottleneck_blocks,
             "unshuffle": self.unshuffle,
         }
-
-
-class AugmentSpec(_Strict):
-    """Real-photo degradations (:mod:`m2f_bench.training.augment`): probabilities per sample."""
-
-    geometry: float = Field(0.7, ge=0, le=1, description="rotation/scale/shift jitter")
-    max_rotation: float = Field(10.0, ge=0, le=45, description="degrees")
-    max_scale: float = Field(0.08, ge=0, lt=0.5, description="relative")
-    max_shift: float = Field(0.04, ge=0, lt=0.5, description="share of the crop side")
-    lighting: float = Field(0.5, ge=0, le=1, description="gamma, tint and a light ramp")
-    grayscale: float = Field(0.1, ge=0, le=1)
-    downscale: float = Field(0.3, ge=0, le=1, description="down to 30-80 % and back up")
-    blur: float = Field(0.3, ge=0, le=1)
-    noise: float = Field(0.3, ge=0, le=1)
-    jpeg: float = Field(0.5, ge=0, le=1, description="re-encoded at quality 25-90")
 
 
 class SegmentLossSpec(_Strict):

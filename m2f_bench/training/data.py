@@ -105,6 +105,25 @@ class Sample:
     target: np.ndarray
 
 
+def degrade_pair(image, hole, target, rng: np.random.Generator, spec) -> tuple:
+    """The same position jitter and photo degradations on the masked crop and its target:
+    both consume identical draws (a copy of ``rng``), so the target is what the degraded
+    photo would show without the mask."""
+    import copy
+
+    from m2f_bench.training.augment import degrade, jitter_geometry
+
+    twin = copy.deepcopy(rng)
+    image, moved = jitter_geometry(
+        np.ascontiguousarray(image), np.ascontiguousarray(hole), rng, spec
+    )
+    target, _ = jitter_geometry(
+        np.ascontiguousarray(target), np.ascontiguousarray(hole), twin, spec
+    )
+    twin = copy.deepcopy(rng)
+    return degrade(image, rng, spec), moved, degrade(target, twin, spec)
+
+
 def make_sample(
     split: PreparedSplit, index: int, spec: DataSpec, seed: int, stream: int, augment: bool
 ) -> Sample:
@@ -122,6 +141,8 @@ def make_sample(
     if augment and rng.random() < spec.flip:
         # After masking, so the mask's own asymmetries are flipped with the face.
         image, hole, target = image[:, ::-1], hole[:, ::-1], target[:, ::-1]
+    if augment and spec.degrade is not None:
+        image, hole, target = degrade_pair(image, hole, target, rng, spec.degrade)
     return Sample(
         np.ascontiguousarray(image), np.ascontiguousarray(hole), np.ascontiguousarray(target)
     )

@@ -181,6 +181,15 @@ class Trainer:
             name: torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(optim))
             for name, opt in self.optimizers.items()
         }
+        # holes: predicted — the frozen segmenter finds the hole the generator fills, in
+        # training and validation alike, as unet-gan-blind runs on photos.
+        self.segmenter = None
+        if config.data.holes == "predicted":
+            from m2f_bench.segmenters.mask_unet import MaskUNetSegmenter
+
+            self.segmenter = MaskUNetSegmenter(
+                config.data.segmenter, device=ctx.device.type, batch_size=256
+            )
         self.g_model = wrap(self.generator, ctx)
         self.d_model = wrap(self.discriminator, ctx)
         self.step = 0
@@ -232,6 +241,10 @@ class Trainer:
             The step's loss terms (detached), ``g_total`` and, on D steps, ``d``.
         """
         spec, weights = self.config, self.config.loss
+        if self.segmenter is not None:
+            batch = dict(
+                batch, hole=torch.from_numpy(self.segmenter.holes(batch["masked"].numpy()))
+            )
         masked, hole, target = to_device(batch, self.ctx.device)
         with self.autocast():
             output = self.g_model(masked, hole)
@@ -312,7 +325,8 @@ class Trainer:
 
     def validate(self, val: ValidationSet) -> tuple[dict[str, float], np.ndarray]:
         """Mean PSNR/SSIM (whole crop) and hole PSNR on the validation set, and the outputs."""
-        restored = self.predict(val.masked, val.holes)
+        holes = val.holes if self.segmenter is None else self.segmenter.holes(val.masked)
+        restored = self.predict(val.masked, holes)
         values = {
             "psnr": psnr(restored, val.targets),
             "ssim": ssim(restored, val.targets),

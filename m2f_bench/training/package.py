@@ -22,6 +22,8 @@ _TEST_COLUMNS = (
     "ssim",
     "psnr_hole",
     "ssim_hole",
+    "hole_iou",
+    "mask_found",
     "id_sim",
     "acc_clean_clean",
     "acc_masked_clean",
@@ -262,7 +264,11 @@ def _package_segmenter(
 
 
 def package_blind(
-    generator: str | Path, segmenter: str | Path, out_dir: str | Path, notes: str | None = None
+    generator: str | Path,
+    segmenter: str | Path,
+    out_dir: str | Path,
+    notes: str | None = None,
+    results: str | Path | None = None,
 ) -> Path:
     """Assemble ``unet-gan-blind`` from a shipped ``unet-gan`` and a shipped ``mask-unet``
     model folder: both weight files copied in, and a card naming them and their sources.
@@ -322,6 +328,8 @@ def package_blind(
     }
     if notes:
         card["notes"] = notes
+    if results is not None:
+        card["test"] = _test_figures(Path(results), "unet-gan-blind")
     atomic_write_text(
         out_dir / "card.yaml", yaml.safe_dump(card, sort_keys=False, allow_unicode=True)
     )
@@ -357,13 +365,20 @@ def _segmenter_readme(card: dict[str, Any]) -> str:
 
 def _blind_readme(card: dict[str, Any]) -> str:
     c = card["components"]
+    training = c["generator"].get("training") or {}
+    how = (
+        f"a second training stage of {training.get('steps')} steps from "
+        f"`{training['init'].get('weights')}`"
+        if isinstance(training.get("init"), dict)
+        else f"{training.get('steps')} steps"
+    )
     return "\n".join(
         [
             f"# {card['name']}",
             "",
             "`unet-gan-blind`: Mask2Face for photos with no known hole. The `mask-unet` "
             f"segmenter (from `{c['segmenter']['from']}`) finds the mask in the crop; the "
-            f"`unet-gan` generator (from `{c['generator']['from']}`, unchanged) fills it. "
+            f"`unet-gan` generator (from `{c['generator']['from']}`: {how}) fills it. "
             "Each component's training and validation figures are in `card.yaml`.",
             "",
             f"Assembled with `{card['assembled']}`.",
