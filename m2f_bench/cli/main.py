@@ -988,5 +988,26 @@ def package_model(
     typer.echo(f"{card} written ({size:.1f} MiB of weights)")
 
 
+@app.command("package-blind")
+@cli_errors
+def package_blind(
+    generator: Annotated[Path, typer.Argument(help="A unet-gan model folder (package-model).")],
+    segmenter: Annotated[Path, typer.Argument(help="A mask-unet model folder (package-model).")],
+    out: Annotated[
+        Path, typer.Argument(help="Model folder to write, e.g. models/unet-gan-blind-lfw128.")
+    ],
+    results: Annotated[
+        Path | None,
+        typer.Option(help="An evaluation's results.json: its unet-gan-blind rows go in the card."),
+    ] = None,
+    notes: Annotated[str | None, typer.Option(help="Free text for the card.")] = None,
+) -> None:
+    """Assemble unet-gan-blind from a generator and a segmenter model folder."""
+    from m2f_bench.training.package import package_blind as run_package
+
+    card = run_package(generator, segmenter, out, notes=notes, results=results)
+    typer.echo(f"{card} written")
+
+
 def main() -> None:  # pragma: no cover - console-script shim
     app()
