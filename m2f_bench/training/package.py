@@ -326,6 +326,13 @@ def package_blind(
         "assembled": "m2f-bench package-blind "
         f"{generator.as_posix()} {segmenter.as_posix()} {out_dir.as_posix()}",
     }
+    for key, folder in (("generator", generator), ("segmenter", segmenter)):
+        config = folder / "config.yaml"
+        training = card["components"][key].get("training")
+        if config.is_file() and isinstance(training, dict):
+            name = f"{key}-config.yaml"
+            atomic_write_text(out_dir / name, config.read_text(encoding="utf-8"))
+            card["components"][key]["training"] = training | {"config": name}
     if notes:
         card["notes"] = notes
     if results is not None:
