@@ -289,11 +289,13 @@ class Unmasker:
         timings["align"] = (time.perf_counter() - t) * 1000
         result = image.copy()
         if crops:
+            from m2f_bench.segmenters import mask_found
+
             batch = np.stack(crops)
             t = time.perf_counter()
             holes = self.predict_holes(batch)
             timings["segment"] = (time.perf_counter() - t) * 1000
-            found = holes.reshape(len(holes), -1).any(axis=1)
+            found = mask_found(holes)
             t = time.perf_counter()
             restored = self.inpainter(batch[found], holes[found]) if found.any() else batch[:0]
             timings["inpaint"] = (time.perf_counter() - t) * 1000

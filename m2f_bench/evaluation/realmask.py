@@ -177,8 +177,6 @@ class RealMaskEvaluation:
                         indent=None,
                     )
                     write_png(folder / f"{record.image_id}.png", face.crop)
-                except M2FError as exc:
-                    failures[record.image_id] = f"{type(exc).__name__}: {exc}"
                 except Exception as exc:  # one photo must not stop the run
                     failures[record.image_id] = f"{type(exc).__name__}: {exc}"
                 if k % 50 == 0 or k == len(todo) - 1:
@@ -237,6 +235,7 @@ class RealMaskEvaluation:
         from m2f_bench.evaluation.holes import hole_predictor, split_hole_args
         from m2f_bench.evaluation.runner import _device_arg, _stack
         from m2f_bench.inpainters import INPAINTERS, build_inpainter
+        from m2f_bench.segmenters import mask_found
 
         ids = [p.image_id for p in self.probes]
         masked = self.crops(self.probes)
@@ -300,7 +299,7 @@ class RealMaskEvaluation:
                     bar.close()
                 self.outputs[label] = _stack([folder / f"{i}.png" for i in ids])
                 holes = _stack([folder / "holes" / f"{i}.png" for i in ids], reader=read_mask_png)
-                self.mask_found[label] = holes.reshape(len(ids), -1).any(axis=1)
+                self.mask_found[label] = mask_found(holes)
                 state["n_computed"] = len(todo)
             except Exception as exc:  # one failing inpainter must not stop the others
                 log.error("inpainter %s failed: %s", label, exc)
