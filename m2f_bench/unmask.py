@@ -180,32 +180,28 @@ class Unmasker:
         threads: int | None = 1,
     ) -> None:
         from m2f_bench.evaluation.holes import hole_predictor, split_hole_args
+        from m2f_bench.evaluation.runner import _device_arg
         from m2f_bench.faces.align import CropGeometry
         from m2f_bench.faces.detect import SCRFDDetector
         from m2f_bench.hub import model_path
         from m2f_bench.inpainters import INPAINTERS, build_inpainter
+        from m2f_bench.inpainters.base import file_digest
 
         spec = {"type": model} if isinstance(model, str) else dict(model)
         spec.update({"hole": "predicted"} | ({"segmenter": segmenter} if segmenter else {}))
-        if device != "cpu":
-            spec.setdefault("device", device)
-        spec, source = split_hole_args(spec, INPAINTERS.get(spec["type"]))
+        factory = INPAINTERS.get(spec["type"])
+        spec |= _device_arg(factory, spec, device)  # only to inpainters that take a device
+        spec, source = split_hole_args(spec, factory)
         self.model = spec
         self.segmenter = source.segmenter
         self.inpainter = build_inpainter(spec)
         self.predict_holes, hole_model = hole_predictor(source, self.inpainter, device)
         self.fingerprint = self.inpainter.fingerprint() | hole_model
+        scrfd = model_path("scrfd_500m_kps.onnx", settings)
         self.detector = SCRFDDetector(
-            model_path("scrfd_500m_kps.onnx", settings),
-            input_size=det_size,
-            threshold=threshold,
-            threads=threads,
-            device=device,
+            scrfd, input_size=det_size, threshold=threshold, threads=threads, device=device
         )
         self.threads = threads
-        from m2f_bench.inpainters.base import file_digest
-
-        scrfd = model_path("scrfd_500m_kps.onnx", settings)
         self.detector_settings = {
             "scrfd_sha256": file_digest(scrfd),
             "det_size": det_size,
