@@ -167,3 +167,14 @@ def test_one_person_is_refused_with_one_line(painted_run, tmp_path):
     )
     assert result.exit_code != 0 and "one person only" in result.output
     assert "Traceback" not in result.output
+
+
+def test_report_rebuilds_a_real_mask_run_from_its_tables(painted_run):
+    out, _, _, _ = painted_run
+    before = (out / "summary.csv").read_text()
+    (out / "summary.csv").unlink()
+    (out / "report.html").unlink()
+    result = runner.invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "summary.csv").read_text() == before
+    assert "had no face detected" in (out / "report.html").read_text()

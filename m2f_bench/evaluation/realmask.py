@@ -353,15 +353,11 @@ class RealMaskEvaluation:
 
     # -- scores -----------------------------------------------------------------------
     def score(self, embeddings: dict[str, dict[str, np.ndarray]]) -> tuple[list, pd.DataFrame]:
-        from m2f_bench.metrics.verification import bootstrap_ci, verification_summary
-
-        v = self.protocol.verification
-        fars = tuple(v.fars) if v else (1e-3, 1e-2)
-        n_boot = v.bootstrap if v else 1000
-        seed = v.seed if v else 0
+        """Pair scores and ranks of every (recognizer, condition), then their summary."""
+        seed = self.protocol.verification.seed if self.protocol.verification else 0
         identities = list(self.gallery)
         position = {i: k for k, i in enumerate(identities)}
-        rows, tables, pairs = [], [], []
+        tables, pairs = [], []
         for rec_label, emb in embeddings.items():
             gallery = emb["gallery"]
             for condition, emb_probes in emb.items():
@@ -382,76 +378,120 @@ class RealMaskEvaluation:
                     against.append(other)
                 probe_index = np.concatenate([np.arange(len(records)), *impostor_probe])
                 scores = np.concatenate([genuine, *impostor_scores])
-                same = np.concatenate(
-                    [np.ones(len(records), bool), np.zeros(len(scores) - len(records), bool)]
-                )
-                clusters = np.array([records[k].identity for k in probe_index])
-                folds = np.array([records[k].fold for k in probe_index])
                 pairs.append(
                     pd.DataFrame(
                         {
                             "recognizer": rec_label,
                             "condition": condition,
-                            "fold": folds,
+                            "fold": [records[k].fold for k in probe_index],
                             "probe": [records[k].image_id for k in probe_index],
-                            "probe_identity": clusters,
+                            "probe_identity": [records[k].identity for k in probe_index],
                             "gallery_identity": [identities[g] for g in np.concatenate(against)],
-                            "same": same,
+                            "same": np.arange(len(scores)) < len(records),
                             "score": scores.astype(np.float64),
                         }
                     )
                 )
-                row: dict[str, Any] = {
-                    "recognizer": rec_label,
-                    "condition": condition,
-                    "n_probes": len(records),
-                    "n_identities": len({r.identity for r in records}),
-                    "mask_found": float(self.mask_found[condition.split("/", 1)[1]].mean())
-                    if condition.startswith("inpainted/")
-                    else None,
-                }
-                try:
-                    stats = verification_summary(
-                        scores, same, folds, clusters, fars=fars, n_boot=n_boot, seed=seed
-                    )
-                    row |= {
-                        "acc": stats["acc_mean"],
-                        "acc_std": stats["acc_std"],
-                        "acc_ci_low": stats["acc_ci_low"],
-                        "acc_ci_high": stats["acc_ci_high"],
-                        "auc": stats["auc"],
-                    } | {k: v for k, v in stats.items() if k.startswith("tar_")}
-                except M2FError as exc:
-                    row["verification_error"] = str(exc)
-                probe_ids = np.array([r.identity for r in records])
-                for k in self.spec.ranks:
-                    hit = (ranks <= k).astype(np.float64)
-                    low, high = bootstrap_ci(
-                        lambda idx, hit=hit: float(hit[idx].mean()),
-                        probe_ids,
-                        n_boot=n_boot,
-                        seed=seed,
-                    )
-                    row |= {
-                        f"rank{k}": float(hit.mean()),
-                        f"rank{k}_ci_low": low,
-                        f"rank{k}_ci_high": high,
-                    }
-                rows.append(row)
                 tables.append(
                     pd.DataFrame(
                         {
                             "recognizer": rec_label,
                             "condition": condition,
                             "image_id": [r.image_id for r in records],
-                            "identity": probe_ids,
+                            "identity": [r.identity for r in records],
                             "genuine_score": genuine.astype(np.float64),
                             "rank": ranks,
                         }
                     )
                 )
         self.pair_scores = pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame()
-        return rows, pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+        probes = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+        found = {f"inpainted/{k}": float(v.mean()) for k, v in self.mask_found.items()}
+        return summarize(self.pair_scores, probes, self.protocol, found), probes
+
+
+def summarize(
+    pair_scores: pd.DataFrame, probes: pd.DataFrame, protocol: Protocol, mask_found: dict
+) -> list[dict[str, Any]]:
+    """Summary rows from the saved tables: verification (k-fold accuracy, AUC, TAR@FAR with
+    intervals) from the pair scores, rank-k identification from the probes' ranks."""
+    from m2f_bench.metrics.verification import bootstrap_ci, verification_summary
+
+    v = protocol.verification
+    fars = tuple(v.fars) if v else (1e-3, 1e-2)
+    n_boot = v.bootstrap if v else 1000
+    seed = v.seed if v else 0
+    spec = protocol.identification or IdentificationSpec()
+    rows = []
+    for (rec_label, condition), ranked in probes.groupby(["recognizer", "condition"], sort=False):
+        pairs = pair_scores[
+            (pair_scores.recognizer == rec_label) & (pair_scores.condition == condition)
+        ]
+        probe_ids = ranked["identity"].astype(str).to_numpy()
+        row: dict[str, Any] = {
+            "recognizer": rec_label,
+            "condition": condition,
+            "n_probes": len(ranked),
+            "n_identities": len(set(probe_ids)),
+            "mask_found": mask_found.get(condition),
+        }
+        try:
+            stats = verification_summary(
+                pairs["score"].to_numpy(float),
+                pairs["same"].astype(bool).to_numpy(),
+                pairs["fold"].to_numpy(int),
+                pairs["probe_identity"].astype(str).to_numpy(),
+                fars=fars,
+                n_boot=n_boot,
+                seed=seed,
+            )
+            row |= {
+                "acc": stats["acc_mean"],
+                "acc_std": stats["acc_std"],
+                "acc_ci_low": stats["acc_ci_low"],
+                "acc_ci_high": stats["acc_ci_high"],
+                "auc": stats["auc"],
+            } | {k: val for k, val in stats.items() if k.startswith("tar_")}
+        except M2FError as exc:
+            row["verification_error"] = str(exc)
+        ranks = ranked["rank"].to_numpy()
+        for k in spec.ranks:
+            hit = (ranks <= k).astype(np.float64)
+            low, high = bootstrap_ci(
+                lambda idx, hit=hit: float(hit[idx].mean()), probe_ids, n_boot=n_boot, seed=seed
+            )
+            row |= {f"rank{k}": float(hit.mean()), f"rank{k}_ci_low": low, f"rank{k}_ci_high": high}
+        rows.append(row)
+    return rows
+
+
+def write_outputs(out_dir: Path, results: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """``summary.csv``, ``results.json`` and ``report.html`` from the summary rows."""
+    extra = [k for k in dict.fromkeys(k for row in rows for k in row) if k not in SUMMARY_COLUMNS]
+    summary = pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, *extra])
+    atomic_write_text(out_dir / "summary.csv", summary.to_csv(index=False, lineterminator="\n"))
+    results["summary"] = rows
+    atomic_write_json(out_dir / "results.json", results)
+    atomic_write_text(out_dir / "report.html", _report_html(results, summary))
+
+
+def rebuild_real_masks(run_dir: Path) -> Path:
+    """``m2f-bench report`` for a real-mask run: the summary again from the saved tables."""
+    from m2f_bench.evaluation.protocol import parse_protocol
+
+    try:
+        results = json.loads((run_dir / "results.json").read_text())
+        text = {"probe": str, "probe_identity": str, "gallery_identity": str}
+        pair_scores = pd.read_csv(run_dir / "pair_scores.csv", dtype=text)
+        probes = pd.read_csv(run_dir / "probes.csv", dtype={"image_id": str, "identity": str})
+    except FileNotFoundError as exc:
+        raise M2FError(
+            f"{run_dir} is not a finished evaluation: {exc.filename} is missing"
+        ) from None
+    protocol = parse_protocol(results["protocol"])
+    found = {r["condition"]: r.get("mask_found") for r in results.get("summary") or []}
+    write_outputs(run_dir, results, summarize(pair_scores, probes, protocol, found))
+    return run_dir / "report.html"
 
 
 _REPORT = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
@@ -532,9 +572,6 @@ def evaluate_real_masks(
     atomic_write_text(
         out_dir / "pair_scores.csv", run.pair_scores.to_csv(index=False, lineterminator="\n")
     )
-    extra = [k for k in dict.fromkeys(k for row in rows for k in row) if k not in SUMMARY_COLUMNS]
-    summary = pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, *extra])
-    atomic_write_text(out_dir / "summary.csv", summary.to_csv(index=False, lineterminator="\n"))
     spec = protocol.identification or IdentificationSpec()
     results = {
         "schema": "m2f-bench/real-masks/1",
@@ -573,6 +610,5 @@ def evaluate_real_masks(
     run.timings["total"] = round(time.perf_counter() - t0, 3)
     results["timings"] = run.timings
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    atomic_write_json(out_dir / "results.json", results)
-    atomic_write_text(out_dir / "report.html", _report_html(results, summary))
+    write_outputs(out_dir, results, rows)
     return results

@@ -50,6 +50,14 @@ def rebuild(run_dir: str | os.PathLike) -> Path:
     from m2f_bench.reporting import render_report, write_summary_csv
 
     run_dir = Path(run_dir)
+    try:
+        schema = json.loads((run_dir / "results.json").read_text()).get("schema")
+    except (OSError, ValueError):
+        schema = None
+    if schema == "m2f-bench/real-masks/1":
+        from m2f_bench.evaluation.realmask import rebuild_real_masks
+
+        return rebuild_real_masks(run_dir)
     results, per_image, pair_scores = load_run(run_dir)
     missing = [k for k in ("protocol", "inpainters", "recognizers", "metrics") if k not in results]
     if missing:
