@@ -30,6 +30,7 @@ import numpy as np
 
 from m2f_bench._io import atomic_write_bytes, atomic_write_json, read_image
 from m2f_bench.errors import BadImageError, M2FError
+from m2f_bench.segmenters import mask_found
 
 log = logging.getLogger(__name__)
 
@@ -285,8 +286,6 @@ class Unmasker:
         timings["align"] = (time.perf_counter() - t) * 1000
         result = image.copy()
         if crops:
-            from m2f_bench.segmenters import mask_found
-
             batch = np.stack(crops)
             t = time.perf_counter()
             holes = self.predict_holes(batch)

@@ -231,9 +231,9 @@ class RealMaskEvaluation:
     # -- unmasking --------------------------------------------------------------------
     def inpaint(self) -> dict[str, dict[str, Any]]:
         """Every inpainter on the masked probes with predicted holes, cached on disk."""
-        from m2f_bench._io import read_mask_png, write_mask_png
+        from m2f_bench._io import read_mask_png
         from m2f_bench.evaluation.holes import hole_predictor, split_hole_args
-        from m2f_bench.evaluation.runner import _device_arg, _stack
+        from m2f_bench.evaluation.runner import _device_arg, _stack, inpaint_cached
         from m2f_bench.inpainters import INPAINTERS, build_inpainter
         from m2f_bench.segmenters import mask_found
 
@@ -263,44 +263,26 @@ class RealMaskEvaluation:
                 inpainter = build_inpainter(inpainter_spec)
                 predict, hole_model = hole_predictor(source, inpainter, self.device)
                 state["model"] = inpainter.fingerprint() | hole_model
-                signature = json.loads(
-                    json.dumps(
-                        {
-                            "spec": spec,
-                            "model": state["model"],
-                            "faces": self.fingerprint,
-                            "v": __version__,
-                        }
-                    )
+                signature = {
+                    "spec": spec,
+                    "model": state["model"],
+                    "faces": self.fingerprint,
+                    "v": __version__,
+                }
+                n_computed = inpaint_cached(
+                    folder,
+                    ids,
+                    masked,
+                    inpainter,
+                    signature,
+                    predict=predict,
+                    desc=f"unmask {label}",
+                    progress=self.progress,
                 )
-                marker = folder / "spec.json"
-                same = marker.is_file() and json.loads(marker.read_text()) == signature
-                if not same and folder.is_dir():
-                    for old in [*folder.glob("*.png"), *folder.glob("holes/*.png")]:
-                        old.unlink()
-                todo = [
-                    k
-                    for k, i in enumerate(ids)
-                    if not (folder / f"{i}.png").is_file()
-                    or not (folder / "holes" / f"{i}.png").is_file()
-                ]
-                if todo:
-                    (folder / "holes").mkdir(parents=True, exist_ok=True)
-                    atomic_write_json(marker, signature)
-                    bar = progress_bar(len(todo), f"unmask {label}", enabled=self.progress)
-                    for s in range(0, len(todo), 64):
-                        batch = todo[s : s + 64]
-                        holes = predict(masked[batch])
-                        out = inpainter(masked[batch], holes)
-                        for k, image, hole in zip(batch, out, holes, strict=True):
-                            write_mask_png(folder / "holes" / f"{ids[k]}.png", hole)
-                            write_png(folder / f"{ids[k]}.png", image)
-                        bar.update(len(batch))
-                    bar.close()
                 self.outputs[label] = _stack([folder / f"{i}.png" for i in ids])
                 holes = _stack([folder / "holes" / f"{i}.png" for i in ids], reader=read_mask_png)
                 self.mask_found[label] = mask_found(holes)
-                state["n_computed"] = len(todo)
+                state["n_computed"] = n_computed
             except Exception as exc:  # one failing inpainter must not stop the others
                 log.error("inpainter %s failed: %s", label, exc)
                 state |= {"status": "error", "error": f"{type(exc).__name__}: {exc}"}

@@ -269,9 +269,8 @@ class _Evaluation:
             state: dict[str, Any] = {"spec": spec, "status": "ok", "error": ""}
             states[label] = state
             folder = self.out_dir / "inpainted" / label
-            marker = folder / "spec.json"
             start = time.perf_counter()
-            todo: list[int] = []
+            n_todo = 0
             try:
                 inpainter_spec, source = split_hole_args(spec, INPAINTERS.get(spec["type"]))
                 state["hole"] = source.mode
@@ -282,57 +281,29 @@ class _Evaluation:
                 # The model files' content and hidden defaults: a changed model at the same
                 # path, or a changed default, redoes the outputs and their embeddings.
                 state["model"] = inpainter.fingerprint() | hole_model
-                # As JSON reads it back (tuples become lists), so that it compares equal.
-                signature = json.loads(
-                    json.dumps(
-                        {
-                            "spec": spec,
-                            "model": state["model"],
-                            "prepared": self.prepare_fingerprint,
-                            "v": __version__,
-                        }
-                    )
+                signature = {
+                    "spec": spec,
+                    "model": state["model"],
+                    "prepared": self.prepare_fingerprint,
+                    "v": __version__,
+                }
+                n_todo = inpaint_cached(
+                    folder,
+                    self.ids,
+                    self.masked,
+                    inpainter,
+                    signature,
+                    holes=self.holes,
+                    predict=predict,
+                    desc=f"inpaint {label}",
+                    progress=self.progress,
                 )
-                try:
-                    same = json.loads(marker.read_text()) == signature
-                except (OSError, ValueError):
-                    same = False
-
-                def done(i: str, source=source, folder=folder) -> bool:
-                    return (folder / f"{i}.png").is_file() and (
-                        not source.predicted or (folder / "holes" / f"{i}.png").is_file()
-                    )
-
-                todo = [k for k, i in enumerate(self.ids) if not same or not done(i)]
-                if todo:
-                    folder.mkdir(parents=True, exist_ok=True)
-                    if not same:
-                        # Outputs of another spec must not survive next to the new ones.
-                        marker.unlink(missing_ok=True)
-                        (folder / "timing.json").unlink(missing_ok=True)
-                        for old in [*folder.glob("*.png"), *folder.glob("holes/*.png")]:
-                            old.unlink()
-                    atomic_write_json(marker, signature)
-                    bar = progress_bar(len(todo), f"inpaint {label}", enabled=self.progress)
-                    for s in range(0, len(todo), _BATCH):
-                        batch = todo[s : s + _BATCH]
-                        holes = self.holes[batch]
-                        if predict is not None:
-                            holes = predict(self.masked[batch])
-                            (folder / "holes").mkdir(exist_ok=True)
-                            for k, hole in zip(batch, holes, strict=True):
-                                write_mask_png(folder / "holes" / f"{self.ids[k]}.png", hole)
-                        outputs = inpainter(self.masked[batch], holes)
-                        for k, image in zip(batch, outputs, strict=True):
-                            write_png(folder / f"{self.ids[k]}.png", image)
-                        bar.update(len(batch))
-                    bar.close()
             except Exception as exc:  # one failing inpainter must not stop the others
                 log.error("inpainter %s failed: %s", label, exc)
                 state |= {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
             seconds = time.perf_counter() - start
             state["seconds"] = round(seconds, 3)
-            n_todo = len(todo) if state["status"] == "ok" else 0
+            n_todo = n_todo if state["status"] == "ok" else 0
             state["n_computed"] = n_todo
             state["images_per_second"] = round(n_todo / seconds, 2) if n_todo else None
             self.timings["inpaint"][label] = state["seconds"]
@@ -597,6 +568,66 @@ def evaluate(
     write_summary_csv(out_dir, results)
     render_report(out_dir, results, per_image, pair_scores)
     return results
+
+
+def inpaint_cached(
+    folder: Path,
+    ids: Sequence[str],
+    images: np.ndarray,
+    inpainter: Any,
+    signature: dict[str, Any],
+    *,
+    holes: np.ndarray | None = None,
+    predict: Any = None,
+    desc: str = "inpaint",
+    progress: bool = True,
+) -> int:
+    """Write ``folder/<id>.png`` (and, with ``predict``, ``folder/holes/<id>.png``) for every
+    image whose output is missing; returns how many were computed.
+
+    ``signature`` (what the outputs depend on) is kept in ``folder/spec.json``: when it
+    differs, every output of the folder is of another spec and is redone. The holes are
+    ``holes`` (the exact ones) or, with ``predict``, what it finds in each batch.
+    """
+    marker = folder / "spec.json"
+    signature = json.loads(json.dumps(signature))  # as JSON reads it back: tuples → lists
+    try:
+        same = json.loads(marker.read_text()) == signature
+    except (OSError, ValueError):
+        same = False
+
+    def done(i: str) -> bool:
+        return (folder / f"{i}.png").is_file() and (
+            predict is None or (folder / "holes" / f"{i}.png").is_file()
+        )
+
+    todo = [k for k, i in enumerate(ids) if not same or not done(i)]
+    if not todo:
+        return 0
+    folder.mkdir(parents=True, exist_ok=True)
+    if not same:
+        # Outputs of another spec must not survive next to the new ones.
+        marker.unlink(missing_ok=True)
+        (folder / "timing.json").unlink(missing_ok=True)
+        for old in [*folder.glob("*.png"), *folder.glob("holes/*.png")]:
+            old.unlink()
+    atomic_write_json(marker, signature)
+    bar = progress_bar(len(todo), desc, enabled=progress)
+    for s in range(0, len(todo), _BATCH):
+        batch = todo[s : s + _BATCH]
+        if predict is not None:
+            batch_holes = predict(images[batch])
+            (folder / "holes").mkdir(exist_ok=True)
+            for k, hole in zip(batch, batch_holes, strict=True):
+                write_mask_png(folder / "holes" / f"{ids[k]}.png", hole)
+        else:
+            batch_holes = holes[batch]
+        outputs = inpainter(images[batch], batch_holes)
+        for k, image in zip(batch, outputs, strict=True):
+            write_png(folder / f"{ids[k]}.png", image)
+        bar.update(len(batch))
+    bar.close()
+    return len(todo)
 
 
 def _carry_timing(folder: Path, state: dict[str, Any], n_images: int) -> None:

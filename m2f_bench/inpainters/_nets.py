@@ -165,11 +165,18 @@ def save_generator(path: str | Path, network: EncoderDecoderGenerator, name: str
     save_file(tensors, str(path), metadata=metadata)
 
 
-def read_generator(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """The metadata and tensors of a generator weight file; nothing is unpickled.
+def read_weights(
+    path: Path, weights_format: str = WEIGHTS_FORMAT, what: str = "generator"
+) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The metadata and tensors of an m2f-bench weight file; nothing is unpickled.
+
+    Args:
+        path: The ``.safetensors`` file.
+        weights_format: The ``format`` its metadata must name (generators by default).
+        what: What to call it in messages (``generator``, ``segmenter``).
 
     Raises:
-        M2FError: The file is not an m2f-bench generator weight file.
+        M2FError: Unreadable, or not a weight file of that format.
     """
     from safetensors import SafetensorError, safe_open
 
@@ -178,10 +185,15 @@ def read_generator(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]
             metadata = fh.metadata() or {}
             tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
     except (SafetensorError, OSError) as exc:
-        raise M2FError(f"cannot read generator weights {path}: {exc}") from None
-    if metadata.get("format") != WEIGHTS_FORMAT:
-        raise M2FError(f"{path} is not an m2f-bench generator weight file")
+        raise M2FError(f"cannot read {what} weights {path}: {exc}") from None
+    if metadata.get("format") != weights_format:
+        raise M2FError(f"{path} is not an m2f-bench {what} weight file")
     return metadata, tensors
+
+
+def read_generator(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The metadata and tensors of a generator weight file (:func:`read_weights`)."""
+    return read_weights(path)
 
 
 def _card(folder: Path) -> dict:

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from m2f_bench.errors import M2FError, ModelNotFoundError
-from m2f_bench.inpainters._nets import ConvBlock, ResidualBlock, Upsample
+from m2f_bench.inpainters._nets import ConvBlock, ResidualBlock, Upsample, read_weights
 
 #: ``format`` metadata of a segmenter weight file written by m2f-bench.
 WEIGHTS_FORMAT = "m2f-bench-segmenter/1"
@@ -98,18 +98,9 @@ def load_segmenter_network(path: Path, name: str) -> MaskSegmenterNet:
         M2FError: Missing file, not a segmenter weight file, another segmenter's weights,
             or weights that do not fit the architecture.
     """
-    from safetensors import SafetensorError, safe_open
-
     if not path.is_file():
         raise ModelNotFoundError(f"segmenter {name!r}: weight file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
-            tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError) as exc:
-        raise M2FError(f"cannot read segmenter weights {path}: {exc}") from None
-    if metadata.get("format") != WEIGHTS_FORMAT:
-        raise M2FError(f"{path} is not an m2f-bench segmenter weight file")
+    metadata, tensors = read_weights(path, WEIGHTS_FORMAT, "segmenter")
     if metadata.get("segmenter") != name:
         raise M2FError(f"segmenter {name!r}: {path} holds {metadata.get('segmenter')!r} weights")
     network = MaskSegmenterNet(**json.loads(metadata["arch_args"]))

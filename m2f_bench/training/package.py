@@ -94,12 +94,7 @@ def package_model(
     Returns:
         The card's path.
     """
-    import torch
-    import yaml
-    from safetensors.torch import save_file
-
     from m2f_bench._download import sha256_file
-    from m2f_bench._io import atomic_write_text
     from m2f_bench.inpainters._nets import read_generator
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -116,13 +111,9 @@ def package_model(
     init = run.get("init")  # what the run started from, recorded when it started
     if init is None and config["model"].get("init"):
         init = init_facts(config["model"]["init"], name)
-    dtype = torch.float16 if fp16 else torch.float32
-    tensors = {k: v.to(dtype).contiguous() for k, v in tensors.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / "model.safetensors"
-    tmp = weights.with_name(".model.safetensors.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(weights)
+    _write_fp16(tensors, metadata, weights, fp16)
 
     from m2f_bench.inpainters import INPAINTERS
 
@@ -158,21 +149,27 @@ def package_model(
         card["training"]["notes"] = notes
     if results is not None:
         card["test"] = _test_figures(Path(results), name)
-    atomic_write_text(
-        out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
-    )
+    return _write_folder(out_dir, card, _readme(card), config)
+
+
+def _write_folder(
+    out_dir: Path, card: dict[str, Any], readme: str, config: dict[str, Any] | None = None
+) -> Path:
+    """A model folder's ``card.yaml`` (what model lookup reads), ``README.md`` and, given,
+    the training ``config.yaml``; returns the card's path."""
+    import yaml
+
+    from m2f_bench._io import atomic_write_text
+
+    if config is not None:
+        atomic_write_text(
+            out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+        )
     atomic_write_text(
         out_dir / "card.yaml", yaml.safe_dump(card, sort_keys=False, allow_unicode=True)
     )
-    atomic_write_text(out_dir / "README.md", _readme(card))
+    atomic_write_text(out_dir / "README.md", readme)
     return out_dir / "card.yaml"
-
-
-def _read_weights(path: Path) -> tuple[dict[str, str], dict[str, Any]]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        return dict(fh.metadata() or {}), {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
 
 
 def _write_fp16(tensors: dict[str, Any], metadata: dict[str, str], path: Path, fp16: bool) -> None:
@@ -218,13 +215,15 @@ def _package_segmenter(
     notes: str | None,
 ) -> Path:
     """Ship a segmenter run: ``model.safetensors``, ``card.yaml`` (``segmenter:``), config."""
-    import yaml
 
     from m2f_bench._download import sha256_file
-    from m2f_bench._io import atomic_write_text
 
     config = state["config"]
-    metadata, tensors = _read_weights(checkpoint / "segmenter.safetensors")
+    from m2f_bench.inpainters._nets import read_weights
+    from m2f_bench.segmenters._net import WEIGHTS_FORMAT as SEGMENTER_FORMAT
+
+    path = checkpoint / "segmenter.safetensors"
+    metadata, tensors = read_weights(path, SEGMENTER_FORMAT, "segmenter")
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / "model.safetensors"
     _write_fp16(tensors, metadata, weights, fp16)
@@ -253,14 +252,7 @@ def _package_segmenter(
     }
     if notes:
         card["training"]["notes"] = notes
-    atomic_write_text(
-        out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
-    )
-    atomic_write_text(
-        out_dir / "card.yaml", yaml.safe_dump(card, sort_keys=False, allow_unicode=True)
-    )
-    atomic_write_text(out_dir / "README.md", _segmenter_readme(card))
-    return out_dir / "card.yaml"
+    return _write_folder(out_dir, card, _segmenter_readme(card), config)
 
 
 def package_blind(
@@ -277,8 +269,6 @@ def package_blind(
         The card's path.
     """
     import shutil
-
-    import yaml
 
     from m2f_bench._download import sha256_file
     from m2f_bench._io import atomic_write_text
@@ -337,11 +327,7 @@ def package_blind(
         card["notes"] = notes
     if results is not None:
         card["test"] = _test_figures(Path(results), "unet-gan-blind")
-    atomic_write_text(
-        out_dir / "card.yaml", yaml.safe_dump(card, sort_keys=False, allow_unicode=True)
-    )
-    atomic_write_text(out_dir / "README.md", _blind_readme(card))
-    return out_dir / "card.yaml"
+    return _write_folder(out_dir, card, _blind_readme(card))
 
 
 def _segmenter_readme(card: dict[str, Any]) -> str:
