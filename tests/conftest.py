@@ -135,3 +135,65 @@ def plugin_distribution(tmp_path, monkeypatch):
     yield install
     for package in installed:
         sys.modules.pop(package, None)
+
+
+def write_tiny_arcface(path: Path, dim: int = 8, op_type: str = "Gemm") -> Path:
+    """A small ArcFace-shaped ONNX recognizer (N×3×112×112 → N×dim) with random weights.
+
+    It uses the operators ArcFace CNNs are exported with — Conv, BatchNormalization, PRelu,
+    Clip, Relu, Add, Mul, MaxPool, AveragePool, GlobalAveragePool, Flatten — and a head ``op_type``
+    (``Gemm``, or any other name to build a graph with an operator nobody supports).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+
+    def init(name: str, shape: tuple[int, ...], scale: float = 0.3) -> object:
+        array = rng.normal(0, scale, size=shape).astype(np.float32)
+        return numpy_helper.from_array(array, name)
+
+    c = 6
+    inits = [
+        init("w1", (c, 3, 3, 3)),
+        init("b1", (c,)),
+        init("bn_s", (c,)),
+        init("bn_b", (c,)),
+        init("bn_m", (c,), 0.1),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, c).astype(np.float32), "bn_v"),
+        init("slope", (c, 1, 1), 0.2),
+        init("wd", (c, 1, 3, 3)),
+        init("scale", (1, c, 1, 1)),
+        numpy_helper.from_array(np.float32(0.0), "lo"),
+        numpy_helper.from_array(np.float32(6.0), "hi"),
+        init("fc", (dim, c * 16)),
+        init("fc_b", (dim,), 0.01),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], strides=[2, 2], pads=[1] * 4),
+        helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["bn"]),
+        helper.make_node("PRelu", ["bn", "slope"], ["p"]),
+        helper.make_node("Conv", ["p", "wd"], ["dw"], group=c, pads=[1] * 4),
+        helper.make_node("Clip", ["dw", "lo", "hi"], ["clip"]),
+        helper.make_node("Add", ["clip", "p"], ["res"]),
+        helper.make_node("Mul", ["res", "scale"], ["mul"]),
+        helper.make_node("Relu", ["mul"], ["relu"]),
+        helper.make_node("MaxPool", ["relu"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
+        # A 4×4 grid of averages less their mean keeps where things are: embeddings that
+        # tell crops apart.
+        helper.make_node("AveragePool", ["pool"], ["avg"], kernel_shape=[7, 7], strides=[7, 7]),
+        helper.make_node("GlobalAveragePool", ["pool"], ["gap"]),
+        helper.make_node("Sub", ["avg", "gap"], ["feat"]),
+        helper.make_node("Flatten", ["feat"], ["flat"]),
+        helper.make_node(op_type, ["flat", "fc", "fc_b"], ["embeddings"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny-arcface",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 112, 112])],
+        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["batch", dim])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path

@@ -148,12 +148,23 @@ def test_config_rejects_unknown_keys_and_bad_versions(prepared):
         parse_config(tiny_config(prepared, optim={"steps": 0}))
 
 
-@pytest.mark.parametrize("name", ["train-unet-gan.yaml", "train-baseline-gan.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "train-unet-gan.yaml",
+        "train-baseline-gan.yaml",
+        "train-unet-gan-id.yaml",
+        "train-baseline-gan-id.yaml",
+    ],
+)
 def test_shipped_configs_validate(name, monkeypatch, tmp_path):
     monkeypatch.setenv("M2F_TRAIN_DATA", str(tmp_path))
     config = load_config(Path(__file__).parents[1] / "protocols" / name)
     assert config.data.root == tmp_path
-    assert config.model.name == name.removeprefix("train-").removesuffix(".yaml")
+    assert config.model.name == name.removeprefix("train-").removesuffix(".yaml").removesuffix(
+        "-id"
+    )
+    assert (config.loss.identity > 0) == name.endswith("-id.yaml")
 
 
 def test_samples_are_a_pure_function_of_seed_epoch_and_image(prepared):
@@ -522,3 +533,36 @@ def test_degraded_pairs_share_every_draw_and_predicted_holes_train(prepared, tmp
         optim={"steps": 3},
     )
     assert result.step == 3 and np.isfinite(result.validation["psnr"])
+
+
+def test_identity_term_trains_validates_and_is_on_the_card(prepared, tmp_path):
+    """loss.identity: the term is logged, validation reports id_sim with the same network,
+    and the packaged card names the recognizer; a bad recognizer file is one line."""
+    import yaml
+    from conftest import write_tiny_arcface
+
+    from m2f_bench.training.package import package_model
+
+    onnx_path = write_tiny_arcface(tmp_path / "tiny-arcface.onnx", dim=16)
+    seen = []
+    result = run(
+        prepared,
+        tmp_path / "run",
+        loss={"identity": 0.5, "identity_model": str(onnx_path)},
+        optim={"steps": 3},
+        on_step=lambda trainer, values: seen.append(values),
+    )
+    assert result.step == 3 and all("identity" in v and 0 <= v["identity"] <= 2 for v in seen)
+    assert -1 <= result.validation["id_sim"] <= 1
+    lines = (tmp_path / "run" / "validation.jsonl").read_text().splitlines()
+    assert "id_sim" in json.loads(lines[-1])
+    card = yaml.safe_load(package_model(tmp_path / "run", tmp_path / "model").read_text())
+    assert str(onnx_path) in card["training"]["identity_loss"]
+    assert "dlib-resnet" in card["training"]["identity_loss"]
+    # Without the term: no id_sim, and the card says so.
+    plain = run(prepared, tmp_path / "plain", optim={"steps": 2})
+    assert "id_sim" not in plain.validation
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"junk")
+    with pytest.raises(M2FError, match="cannot read ONNX model"):
+        run(prepared, tmp_path / "bad", loss={"identity": 0.5, "identity_model": str(bad)})

@@ -121,6 +121,13 @@ class LossSpec(_Strict):
     adversarial_type: Literal["hinge", "lsgan"] = "hinge"
     feature_matching: float = Field(1.0, ge=0)
     gan_start_step: int = Field(0, ge=0, description="reconstruction-only steps first")
+    identity: float = Field(
+        0.0, ge=0, description="1 − cosine of ArcFace embeddings of output and target"
+    )
+    identity_model: str = Field(
+        "mobilefacenet_arcface.onnx",
+        description="ArcFace ONNX model of the identity term (model home file or path)",
+    )
 
     @property
     def uses_gan(self) -> bool:

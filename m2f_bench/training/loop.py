@@ -190,6 +190,12 @@ class Trainer:
             self.segmenter = MaskUNetSegmenter(
                 config.data.segmenter, device=ctx.device.type, batch_size=256
             )
+        # The identity term's recognizer: frozen, not part of any checkpoint.
+        self.identity = None
+        if config.loss.identity > 0:
+            from m2f_bench.training.identity import build_identity_loss
+
+            self.identity = build_identity_loss(config.loss.identity_model).to(ctx.device)
         self.g_model = wrap(self.generator, ctx)
         self.d_model = wrap(self.discriminator, ctx)
         self.step = 0
@@ -277,6 +283,8 @@ class Trainer:
             ),
             "ssim": losses.ssim_loss(composite, target),
         }
+        if self.identity is not None:
+            terms["identity"] = self.identity(composite, target)
         if gan_on:
             # The plain module, not the DDP wrapper: no D gradients, so no D all-reduce.
             critic = unwrap(self.d_model)
@@ -332,8 +340,23 @@ class Trainer:
             "ssim": ssim(restored, val.targets),
             "psnr_hole": psnr_hole(restored, val.targets, val.holes),
         }
+        if self.identity is not None:
+            values["id_sim"] = self._identity_similarity(restored, val.targets)
         # An exactly restored crop has PSNR +inf; means leave such values out, as reports do.
         return {k: float(np.mean(v[np.isfinite(v)])) for k, v in values.items()}, restored
+
+    def _identity_similarity(self, restored: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Cosine of the identity term's embeddings (chip alone) of restored and clean crops."""
+
+        def tensor(images: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+        sims = []
+        with torch.inference_mode():
+            for i in range(0, len(restored), 64):
+                out, ref = tensor(restored[i : i + 64]), tensor(targets[i : i + 64])
+                sims.append(self.identity.similarity(out, ref).cpu().numpy())
+        return np.concatenate(sims)
 
 
 def _sample_grid(val: ValidationSet, restored: np.ndarray, count: int) -> np.ndarray:
@@ -512,6 +535,7 @@ def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
         text = (
             f"step {trainer.step} (epoch {epoch:.1f}): val PSNR {metrics['psnr']:.2f} dB, "
             f"SSIM {metrics['ssim']:.4f}, hole PSNR {metrics['psnr_hole']:.2f} dB"
+            + (f", id_sim {metrics['id_sim']:.3f}" if "id_sim" in metrics else "")
         )
         if bar is not None:
             bar.write(text)

@@ -140,7 +140,7 @@ def package_model(
             + f"), flips p={data['flip']}, colour jitter "
             f"{data['brightness']}/{data['contrast']}/{data['saturation']}",
         },
-        "training": _training_facts(state, command) | {"identity_loss": None},
+        "training": _training_facts(state, command) | {"identity_loss": _identity_facts(config)},
         "validation": _last_validation(run_dir),
     }
     if init is not None:
@@ -181,6 +181,18 @@ def _write_fp16(tensors: dict[str, Any], metadata: dict[str, str], path: Path, f
     save_file({k: v.to(dtype).contiguous() for k, v in tensors.items()}, str(tmp), metadata)
     tmp.chmod(0o644)
     tmp.replace(path)
+
+
+def _identity_facts(config: dict[str, Any]) -> str | None:
+    """The identity term as the card states it, or ``None`` when the config has none."""
+    loss = config.get("loss") or {}
+    if not loss.get("identity"):
+        return None
+    return (
+        f"weight {loss['identity']} × (1 − cosine) of {loss.get('identity_model')} embeddings "
+        "(112-px chip, no mirror) of output and target; identity is also measured with "
+        "dlib-resnet, which the generator never saw"
+    )
 
 
 def _training_facts(state: dict[str, Any], command: str | None) -> dict[str, Any]:
