@@ -19,9 +19,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from m2f_bench.errors import BadImageError, M2FError
 
 # Fast, lossless: zlib level 1 with Huffman coding only is ~35 % quicker than level 1's
-# default strategy on face crops, for files about as small. A fixed row filter (Paeth for
-# photos, none for 0/255 masks) halves the time again: libpng's default tries every
-# filter on every row. Files are as small (photos +0.4 %, masks smaller).
+# default strategy on face crops, for files about as small. A fixed row filter (Average
+# for photos, none for 0/255 masks) halves the time again: libpng's default tries every
+# filter on every row. Average rather than Paeth: 25 % less encoding time for 6 % larger
+# files (0.39 vs 0.52 ms and 29.1 vs 27.4 KiB per 128-px masked crop, measured on 80
+# LFW crops); the pixels are the same either way.
 _PNG_PARAMS = [
     cv2.IMWRITE_PNG_COMPRESSION,
     1,
@@ -31,7 +33,7 @@ _PNG_PARAMS = [
 # Masks stay 8-bit 0/255 (a 1-bit PNG reads back as 0/1 or bool in many tools).
 _MASK_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
 if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV ≥ 4.11
-    _PNG_PARAMS += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH]
+    _PNG_PARAMS += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_AVG]
     _MASK_PNG_PARAMS += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
 
 

@@ -155,19 +155,26 @@ class DlibHOGDetector:
     name = "dlib-hog"
 
     def __init__(self, *, upsample: int = 1, threshold: float = 0.0, max_side: int = 1024) -> None:
-        import dlib
-
-        self._detector = dlib.get_frontal_face_detector()
+        # Built on first use: as SCRFD's fallback it is rarely needed, and every prepare
+        # worker would otherwise pay for it at start-up.
+        self._built = None
         self.upsample = upsample
         self.threshold = threshold
         self.max_side = max_side
+
+    def _detector(self):
+        if self._built is None:
+            import dlib
+
+            self._built = dlib.get_frontal_face_detector()
+        return self._built
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         scale = min(1.0, self.max_side / max(image.shape[:2]))
         if scale < 1.0:
             size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        rects, scores, _ = self._detector.run(
+        rects, scores, _ = self._detector().run(
             np.ascontiguousarray(image), self.upsample, self.threshold
         )
         return [
