@@ -222,6 +222,17 @@ def test_validate_accepts_shipped_protocols_and_rejects_bad_ones(tmp_path):
     assert result.exit_code == 2 and "inpainters.0" in result.stderr and "telea" in result.stderr
 
 
+def test_validate_checks_the_identity_terms_recognizer_file(tmp_path):
+    config = (Path(__file__).parents[1] / "protocols" / "train-unet-gan-id.yaml").read_text()
+    config = config.replace("  init: ${M2F_UNET_GAN_STAGE1:-runs/unet-gan}\n", "")
+    path = tmp_path / "train-id.yaml"
+    path.write_text(config.replace("mobilefacenet_arcface.onnx", str(tmp_path / "none.onnx")))
+    result = _run("validate", path)
+    assert result.exit_code == 2
+    assert "loss.identity_model" in result.stderr and "none.onnx" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_worker_processes_give_the_same_files_as_one_process(homes):
     one, two = homes / "one", homes / "two"
     base = ("prepare", "demo", "--no-progress", "--mask-types", "kn95,cloth")

@@ -80,3 +80,83 @@ def test_shared_mobilefacenet_in_pytorch_equals_onnx_runtime(model_home, astrona
     x = torch.from_numpy(crop.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
     cos = float(loss.embed(x)[0] @ torch.from_numpy(ref / np.linalg.norm(ref)))
     assert cos > 0.9999
+
+
+def test_the_loss_chip_is_the_benchmarks_chip_pixel_for_pixel(astronaut, hog_aligner):
+    """The grid_sample warp equals CropGeometry.chip (OpenCV, bicubic) on a real crop."""
+    from torch.nn import functional as F
+
+    from m2f_bench.training.identity import chip_grid
+
+    crop = hog_aligner.align(astronaut).crop
+    expected = CropGeometry(128).chip(crop).astype(np.float64)
+    image = torch.from_numpy(crop.copy()).permute(2, 0, 1)[None].double()
+    chip = F.grid_sample(image, chip_grid(128).double(), mode="bicubic", align_corners=False)
+    # Bicubic overshoots at sharp edges; OpenCV saturates to uint8 (as the loss clamps)
+    # and rounds: half a level apart at most.
+    got = chip[0].permute(1, 2, 0).numpy().clip(0, 255)
+    assert np.abs(got - expected).max() < 0.51
+    # A grid off by half a crop pixel is not: the test can tell a misaligned chip.
+    shifted = F.grid_sample(
+        image, chip_grid(128).double() + 1 / 128, mode="bicubic", align_corners=False
+    )
+    assert np.abs(shifted[0].permute(1, 2, 0).numpy().clip(0, 255) - expected).max() > 20
+
+
+def _graph(path, nodes, inputs, output_shape, inits=()):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape)],
+        list(inits),
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_gather_prelu_broadcasting_and_shape_arithmetic_follow_onnx(tmp_path):
+    from onnx import helper, numpy_helper
+
+    x = np.random.default_rng(2).normal(size=(2, 3, 4, 5)).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(np.array([-1, 0], np.int64), "idx"),
+        numpy_helper.from_array(np.linspace(0.1, 0.5, 5, dtype=np.float32), "slope_w"),
+        numpy_helper.from_array(np.array([0, -1], np.int64), "shape"),
+    ]
+    nodes = [
+        # Negative axis and indices: columns 4 and 0 of the last axis.
+        helper.make_node("Gather", ["x", "idx"], ["g"], axis=-1),
+        # A slope of shape (5,) broadcasts over the last axis (W), not the channels.
+        helper.make_node("PRelu", ["x", "slope_w"], ["p"]),
+        helper.make_node("Gather", ["p", "idx"], ["pg"], axis=-1),
+        helper.make_node("Add", ["g", "pg"], ["s"]),
+        helper.make_node("Reshape", ["s", "shape"], ["y"]),
+    ]
+    path = _graph(tmp_path / "ops.onnx", nodes, [("x", [2, 3, 4, 5])], [2, 24], inits)
+    out = OnnxModule(path)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(out, _ort(path, x), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("attrs", "match"),
+    [({"ceil_mode": 1}, "ceil_mode"), ({"dilations": [2, 2]}, "dilations")],
+)
+def test_pooling_options_it_would_ignore_are_refused(tmp_path, attrs, match):
+    from onnx import helper
+
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], **attrs)
+    path = _graph(tmp_path / "pool.onnx", [node], [("x", [1, 1, 8, 8])], [1, 1, 4, 4])
+    with pytest.raises(M2FError, match=match):
+        OnnxModule(path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_shared_mobilefacenet_runs_on_cuda(model_home):
+    loss = build_identity_loss(str(model_home / "mobilefacenet_arcface.onnx")).to("cuda")
+    x = torch.rand(2, 3, 128, 128, device="cuda") * 2 - 1
+    assert float(loss(x, x)) == pytest.approx(0.0, abs=1e-4)

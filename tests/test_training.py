@@ -557,7 +557,7 @@ def test_identity_term_trains_validates_and_is_on_the_card(prepared, finished_ru
     lines = (tmp_path / "run" / "validation.jsonl").read_text().splitlines()
     assert "id_sim" in json.loads(lines[-1])
     card = yaml.safe_load(package_model(tmp_path / "run", tmp_path / "model").read_text())
-    assert str(onnx_path) in card["training"]["identity_loss"]
+    assert "tiny-arcface.onnx (sha256 " in card["training"]["identity_loss"]
     assert "dlib-resnet" in card["training"]["identity_loss"]
     # Without the term: no id_sim, and the card says none.
     assert "id_sim" not in (finished_run / "validation.jsonl").read_text()
@@ -565,5 +565,6 @@ def test_identity_term_trains_validates_and_is_on_the_card(prepared, finished_ru
     assert plain["training"]["identity_loss"] is None
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"junk")
-    with pytest.raises(M2FError, match="cannot read ONNX model"):
+    with pytest.raises(M2FError, match="cannot read ONNX model") as info:
         run(prepared, tmp_path / "bad", loss={"identity": 0.5, "identity_model": str(bad)})
+    assert "\n" not in str(info.value)

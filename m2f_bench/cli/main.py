@@ -489,6 +489,14 @@ def validate(
                     weights = resolve_weights(init, config.model.name)
                     if not weights.is_file():
                         raise M2FError(f"{path}: model.init: weight file not found: {weights}")
+                identity = getattr(config.loss, "identity", 0)
+                if files and identity:
+                    from m2f_bench.recognition.arcface_onnx import resolve_model
+
+                    try:
+                        resolve_model(config.loss.identity_model, settings)
+                    except M2FError as exc:
+                        raise M2FError(f"{path}: loss.identity_model: {exc}") from None
                 typer.echo(f"{path}: ok (training config)")
                 continue
             protocol = load_protocol(path)

@@ -349,7 +349,8 @@ class Trainer:
         """Cosine of the identity term's embeddings (chip alone) of restored and clean crops."""
 
         def tensor(images: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+            image = torch.from_numpy(images).to(self.ctx.device).permute(0, 3, 1, 2)
+            return image.float().div(127.5).sub(1.0)
 
         sims = []
         with torch.inference_mode():

@@ -36,6 +36,32 @@ def _attrs(node: Any) -> dict[str, Any]:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _check_attributes(op: str, attrs: dict[str, Any], model: str) -> None:
+    """Refuse attribute values this executor would otherwise ignore, in one line."""
+    refused = []
+    if op in ("Conv", "MaxPool", "AveragePool"):
+        auto_pad = attrs.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        if auto_pad not in ("NOTSET", "VALID"):
+            refused.append(f"auto_pad={auto_pad}")
+        kernel = attrs.get("kernel_shape")
+        if op == "Conv" and kernel is not None and len(kernel) != 2:
+            refused.append(f"{len(kernel)}-D kernels")
+    if op in ("MaxPool", "AveragePool"):
+        if attrs.get("ceil_mode", 0):
+            refused.append("ceil_mode=1")
+        if any(d != 1 for d in attrs.get("dilations", [])):
+            refused.append("dilations")
+        if len(attrs.get("kernel_shape", [])) != 2:
+            refused.append("pooling other than 2-D")
+    if op == "BatchNormalization" and attrs.get("training_mode", 0):
+        refused.append("training_mode=1")
+    if op == "Transpose" and "perm" not in attrs:
+        refused.append("no perm")
+    if refused:
+        raise M2FError(f"{model}: ONNX {op} with {', '.join(refused)} is not supported")
+
+
 def _pads(pads: list[int] | None, dims: int) -> tuple[int, ...] | None:
     """ONNX ``[b1, b2, …, e1, e2, …]`` as symmetric padding, or ``None`` when asymmetric."""
     if not pads:
@@ -75,23 +101,31 @@ class OnnxModule(torch.nn.Module):
         if len(inputs) != 1 or len(graph.output) != 1:
             raise M2FError(f"{Path(path).name}: expected one input and one output")
         self.input_name, self.output_name = inputs[0], graph.output[0].name
-        # Tensors live in buffers named b0, b1, … (ONNX names are not valid attribute names).
+        # Float tensors live in buffers named b0, b1, … (ONNX names are not valid attribute
+        # names), so they move with the module; integer ones (shapes, indices, axes) stay
+        # on the CPU, where the shape arithmetic runs.
         self._buffer_of: dict[str, str] = {}
-        for i, tensor in enumerate(graph.initializer):
-            array = numpy_helper.to_array(tensor).copy()
-            self.register_buffer(f"b{i}", torch.from_numpy(array), persistent=False)
-            self._buffer_of[tensor.name] = f"b{i}"
+        self._cpu: dict[str, torch.Tensor] = {}
         self.nodes = [(n.op_type, list(n.input), list(n.output), _attrs(n)) for n in graph.node]
+        named = [(t.name, numpy_helper.to_array(t)) for t in graph.initializer]
         for op, _, outputs, attrs in self.nodes:
             if op == "Constant":
-                value = numpy_helper.to_array(attrs["value"]).copy()
-                name = f"b{len(self._buffer_of)}"
-                self.register_buffer(name, torch.from_numpy(value), persistent=False)
-                self._buffer_of[outputs[0]] = name
+                if "value" not in attrs:
+                    raise M2FError(f"{Path(path).name}: Constant without a tensor value")
+                named.append((outputs[0], numpy_helper.to_array(attrs["value"])))
+            else:
+                _check_attributes(op, attrs, Path(path).name)
+        for name, array in named:
+            tensor = torch.from_numpy(array.copy())
+            if tensor.is_floating_point():
+                self.register_buffer(f"b{len(self._buffer_of)}", tensor, persistent=False)
+                self._buffer_of[name] = f"b{len(self._buffer_of)}"
+            else:
+                self._cpu[name] = tensor
         self.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        values: dict[str, Any] = {self.input_name: x, "": None}
+        values: dict[str, Any] = {self.input_name: x, "": None, **self._cpu}
         for name, buffer in self._buffer_of.items():
             values[name] = getattr(self, buffer)
         for op, inputs, outputs, attrs in self.nodes:
@@ -108,10 +142,9 @@ class OnnxModule(torch.nn.Module):
             bias = args[2] if len(args) > 2 else None
             dims = w.dim() - 2
             pads = _pads(attrs.get("pads"), dims)
-            if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or pads is None:
-                raise M2FError("ONNX Conv with auto_pad or asymmetric pads is not supported")
-            conv = F.conv2d if dims == 2 else F.conv1d
-            return conv(
+            if pads is None:
+                raise M2FError("ONNX Conv with asymmetric pads is not supported")
+            return F.conv2d(
                 x,
                 w.to(x.dtype),
                 None if bias is None else bias.to(x.dtype),
@@ -128,15 +161,12 @@ class OnnxModule(torch.nn.Module):
         if op == "Relu":
             return F.relu(args[0])
         if op == "PRelu":
-            x, slope = args
-            if slope.dim() == 3 and x.dim() == 4:  # C×1×1 per-channel slopes
-                slope = slope.reshape(-1)
-            return F.prelu(x, slope.reshape(-1)) if slope.numel() > 1 else F.prelu(x, slope)
+            x, slope = args  # the slope broadcasts against x as ONNX (numpy) broadcasting does
+            return torch.where(x >= 0, x, x * slope.to(x.dtype))
         if op == "Clip":
+            # Bounds as tensors (opset ≥ 11 inputs, "" when absent) or attributes (older).
             low = args[1] if len(args) > 1 and args[1] is not None else attrs.get("min")
             high = args[2] if len(args) > 2 and args[2] is not None else attrs.get("max")
-            low = None if low is None else float(low)
-            high = None if high is None else float(high)
             return torch.clamp(args[0], low, high)
         if op == "Sigmoid":
             return torch.sigmoid(args[0])
@@ -182,8 +212,10 @@ class OnnxModule(torch.nn.Module):
         if op == "Shape":
             return torch.tensor(args[0].shape, dtype=torch.int64)
         if op == "Gather":
-            axis = attrs.get("axis", 0)
-            picked = torch.index_select(args[0], axis, args[1].reshape(-1).long())
+            axis = attrs.get("axis", 0) % args[0].dim()
+            index = args[1].reshape(-1).long()
+            index = torch.where(index < 0, index + args[0].shape[axis], index)
+            picked = torch.index_select(args[0], axis, index.to(args[0].device))
             shape = (*args[0].shape[:axis], *args[1].shape, *args[0].shape[axis + 1 :])
             return picked.reshape(shape)
         if op == "Unsqueeze":

@@ -188,8 +188,19 @@ def _identity_facts(config: dict[str, Any]) -> str | None:
     loss = config.get("loss") or {}
     if not loss.get("identity"):
         return None
+    model = str(loss.get("identity_model"))
+    try:
+        from m2f_bench._download import sha256_file
+        from m2f_bench.recognition.arcface_onnx import resolve_model
+        from m2f_bench.settings import Settings
+
+        path = resolve_model(model, Settings.resolve(offline=True))  # never downloads here
+
+        model = f"{path.name} (sha256 {sha256_file(path)[:16]}…)"
+    except M2FError:  # the recognizer is gone since training: say what the config named
+        model = Path(model).name
     return (
-        f"weight {loss['identity']} × (1 − cosine) of {loss.get('identity_model')} embeddings "
+        f"weight {loss['identity']} × (1 − cosine) of {model} embeddings "
         "(112-px chip, no mirror) of output and target; identity is also measured with "
         "dlib-resnet, which the generator never saw"
     )
