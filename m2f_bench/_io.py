@@ -59,6 +59,36 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def safetensors_bytes(tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file of ``tensors`` (torch) with the same bytes on every run.
+
+    ``safetensors`` keeps the metadata in a hash map, so the order of its keys in the
+    header — and with it the file's sha256, which model cards and evaluation caches use as
+    the weights' fingerprint — changes from process to process. The header is rewritten
+    with the metadata keys sorted; tensors and their offsets are untouched.
+    """
+    import struct
+
+    from safetensors.torch import save
+
+    raw = save(tensors, metadata)
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + length])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        header = {"__metadata__": header.pop("__metadata__"), **header}
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the data keeps its 8-byte alignment
+    return struct.pack("<Q", len(text)) + text + raw[8 + length :]
+
+
+def write_safetensors(
+    path: str | os.PathLike, tensors: dict[str, Any], metadata: dict[str, str] | None = None
+) -> None:
+    """Write :func:`safetensors_bytes` atomically."""
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata))
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write UTF-8 text atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))

@@ -88,3 +88,31 @@ def test_progress_without_a_terminal_is_a_few_plain_lines():
     assert lines[0].startswith("prepare: 100/1000 img (10 %)") and "ETA" in lines[0]
     assert lines[-2] == "a result line"
     assert lines[-1].startswith("prepare: 1000/1000 img (100 %) in")
+
+
+def test_safetensors_files_have_the_same_bytes_in_every_process(tmp_path):
+    """safetensors orders metadata keys by a per-process hash; the written file must not
+    depend on it (its sha256 is the weights' fingerprint in cards and caches)."""
+    import hashlib
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    script = (
+        "import sys, torch\n"
+        "from m2f_bench._io import write_safetensors\n"
+        "meta = {k: k * 3 for k in ('format', 'inpainter', 'arch_args', 'b', 'zeta', 'a')}\n"
+        "t = {'w': torch.arange(6.0).reshape(2, 3), 'b': torch.ones(5, dtype=torch.float16)}\n"
+        "write_safetensors(sys.argv[1], t, meta)\n"
+    )
+    digests = set()
+    for i in range(3):
+        path = tmp_path / f"{i}.safetensors"
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True)
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert len(digests) == 1
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "0.safetensors"), "pt") as fh:
+        assert fh.metadata()["zeta"] == "zetazetazeta"
+        assert fh.get_tensor("w").tolist() == [[0, 1, 2], [3, 4, 5]]

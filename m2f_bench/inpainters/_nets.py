@@ -154,7 +154,7 @@ def save_generator(path: str | Path, network: EncoderDecoderGenerator, name: str
         network: The generator.
         name: The inpainter it belongs to (``unet-gan``, ``baseline-gan``).
     """
-    from safetensors.torch import save_file
+    from m2f_bench._io import write_safetensors
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in network.state_dict().items()}
     metadata = {
@@ -162,7 +162,7 @@ def save_generator(path: str | Path, network: EncoderDecoderGenerator, name: str
         "inpainter": name,
         "arch_args": json.dumps(network.arch_args),
     }
-    save_file(tensors, str(path), metadata=metadata)
+    write_safetensors(path, tensors, metadata)
 
 
 def read_weights(

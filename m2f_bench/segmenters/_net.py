@@ -80,7 +80,7 @@ class MaskSegmenterNet(nn.Module):
 
 def save_segmenter(path: str | Path, network: MaskSegmenterNet, name: str) -> None:
     """Write a segmenter as safetensors with its architecture in the metadata."""
-    from safetensors.torch import save_file
+    from m2f_bench._io import write_safetensors
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in network.state_dict().items()}
     metadata = {
@@ -88,7 +88,7 @@ def save_segmenter(path: str | Path, network: MaskSegmenterNet, name: str) -> No
         "segmenter": name,
         "arch_args": json.dumps(network.arch_args),
     }
-    save_file(tensors, str(path), metadata=metadata)
+    write_safetensors(path, tensors, metadata)
 
 
 def load_segmenter_network(path: Path, name: str) -> MaskSegmenterNet:

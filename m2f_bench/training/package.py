@@ -174,13 +174,11 @@ def _write_folder(
 
 def _write_fp16(tensors: dict[str, Any], metadata: dict[str, str], path: Path, fp16: bool) -> None:
     import torch
-    from safetensors.torch import save_file
+
+    from m2f_bench._io import write_safetensors
 
     dtype = torch.float16 if fp16 else torch.float32
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.to(dtype).contiguous() for k, v in tensors.items()}, str(tmp), metadata)
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    write_safetensors(path, {k: v.to(dtype).contiguous() for k, v in tensors.items()}, metadata)
 
 
 def _identity_facts(config: dict[str, Any]) -> str | None:
