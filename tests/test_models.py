@@ -23,8 +23,14 @@ def test_card_names_its_inpainter_and_its_weights_match(folder, inpainter):
     for key in ("data", "training", "validation", "test"):
         assert card.get(key), f"{folder}/card.yaml has no {key}"
     assert set(card["test"]["by_recognizer"]) == {"mobilefacenet", "dlib-resnet"}
-    assert card["training"]["steps"] == 2000 and card["training"]["hardware"]
     assert (MODELS / folder / "README.md").is_file() and (MODELS / folder / "config.yaml").is_file()
+    config = yaml.safe_load((MODELS / folder / "config.yaml").read_text())
+    assert card["training"]["steps"] == config["optim"]["steps"] and card["training"]["hardware"]
+    # A second stage says what it started from, and how that was trained.
+    if config["model"].get("init"):
+        init = card["training"]["init"]
+        assert init["steps"] > 0 and len(init["sha256"]) == 64 and init["command"]
+    assert bool(card["training"]["identity_loss"]) == bool(config["loss"].get("identity"))
 
 
 def test_shipped_unet_gan_loads_by_name_without_pickles_and_fills_the_hole():

@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 
@@ -244,9 +243,8 @@ _WORKER: _Worker | None = None
 
 def _init_worker(config: PrepareConfig, out_dir: Path) -> None:
     global _WORKER
-    # One OpenCV thread per worker process: the workers already fill the cores, and on
-    # 128-px crops OpenCV's thread pool costs more than it saves. Pixels are unchanged.
-    cv2.setNumThreads(1)
+    # Not cv2.setNumThreads here: in a forked child of a process that has used OpenCV's
+    # thread pool it deadlocks (seen in the test suite).
     _WORKER = _Worker(config, out_dir)
 
 
