@@ -553,6 +553,11 @@ def test_identity_term_trains_validates_and_is_on_the_card(prepared, finished_ru
         on_step=lambda trainer, values: seen.append(values),
     )
     assert result.step == 3 and all("identity" in v and 0 <= v["identity"] <= 2 for v in seen)
+    # The term is in the generator's loss with its weight (tiny_config's other weights).
+    for v in seen:
+        gan = 0.01 * v.get("adversarial", 0.0) + 1.0 * v.get("feature_matching", 0.0)
+        expected = v["l1"] + 0.5 * v["ssim"] + 0.5 * v["identity"] + gan
+        assert v["g_total"] == pytest.approx(expected, rel=1e-5)
     assert -1 <= result.validation["id_sim"] <= 1
     lines = (tmp_path / "run" / "validation.jsonl").read_text().splitlines()
     assert "id_sim" in json.loads(lines[-1])

@@ -28,6 +28,7 @@ dimension; ``input_rgb_image_sized`` feeds ``(pixel − mean) / 256`` per RGB ch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -511,7 +512,9 @@ def load_module(
     """
     import torch
     from safetensors import SafetensorError
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+
+    from m2f_bench._io import write_safetensors
 
     dat_path = Path(dat_path)
     if sha256 is None:
@@ -528,15 +531,7 @@ def load_module(
         check_face_resnet(net, dat_path)
         weights = state_dict(net)
         module.load_state_dict(weights, strict=True)
-        _save_atomic(save_file, weights, path, {"source": dat_path.name, "sha256": sha256})
+        # A read-only cache only costs the conversion next time.
+        with contextlib.suppress(OSError):
+            write_safetensors(path, weights, {"source": dat_path.name, "sha256": sha256})
     return fold_affine(module).to(memory_format=torch.channels_last).eval()
-
-
-def _save_atomic(save_file: Any, weights: dict, path: Path, metadata: dict[str, str]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(weights, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except OSError:  # a read-only cache only costs the conversion next time
-        tmp.unlink(missing_ok=True)

@@ -186,14 +186,13 @@ def _identity_facts(config: dict[str, Any]) -> str | None:
     loss = config.get("loss") or {}
     if not loss.get("identity"):
         return None
+    from m2f_bench._download import sha256_file
+    from m2f_bench.recognition.arcface_onnx import resolve_model
+    from m2f_bench.settings import Settings
+
     model = str(loss.get("identity_model"))
     try:
-        from m2f_bench._download import sha256_file
-        from m2f_bench.recognition.arcface_onnx import resolve_model
-        from m2f_bench.settings import Settings
-
         path = resolve_model(model, Settings.resolve(offline=True))  # never downloads here
-
         model = f"{path.name} (sha256 {sha256_file(path)[:16]}…)"
     except M2FError:  # the recognizer is gone since training: say what the config named
         model = Path(model).name
