@@ -102,7 +102,16 @@ def any_rank(flag: bool, ctx: DistContext) -> bool:
     return bool(t.item())
 
 
-def shutdown(ctx: DistContext) -> None:
-    """Leave the process group, if this process joined one."""
+def shutdown(ctx: DistContext, *, finished: bool = False) -> None:
+    """Leave the process group, if this process joined one.
+
+    Args:
+        finished: The run ended normally on this rank: wait for every rank first. A rank
+            that tears down its gloo connections while rank 0 is still validating and
+            saving the last checkpoint can abort ("terminate called without an active
+            exception"); after a failure nobody waits (torchrun stops the other ranks).
+    """
     if ctx.distributed and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()

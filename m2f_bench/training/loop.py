@@ -449,10 +449,13 @@ def train(
     """
     run_dir = Path(run_dir)
     ctx = init_distributed(device)
+    finished = False
     try:
-        return _train(config, run_dir, ctx, resume, progress, on_step)
+        result = _train(config, run_dir, ctx, resume, progress, on_step)
+        finished = True
+        return result
     finally:
-        shutdown(ctx)
+        shutdown(ctx, finished=finished)
 
 
 def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
