@@ -232,6 +232,32 @@ def test_loss_falls(prepared, tmp_path):
     assert last < 0.6 * first, (first, last)
 
 
+def test_squared_error_term_weights_the_hole_and_enters_the_loss_with_its_weight(
+    prepared, tmp_path
+):
+    """loss.mse: hole-weighted squared error (the PSNR term), logged and summed with its
+    weight; absent from the loss when its weight is 0."""
+    out = torch.zeros(1, 3, 2, 2)
+    target = torch.full((1, 3, 2, 2), 0.5)
+    hole = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    # One hole pixel of weight 6, three valid pixels of weight 1, each error 0.25 squared.
+    expected = (6 * 0.25 + 3 * 0.25) * 3 / 12
+    assert losses.hole_weighted_mse(out, target, hole, 6.0, 1.0).item() == pytest.approx(expected)
+    seen = []
+    run(
+        prepared,
+        tmp_path / "run",
+        loss={"mse": 4.0, "l1": 0.5},
+        optim={"steps": 3},
+        on_step=lambda trainer, values: seen.append(values),
+    )
+    for v in seen:
+        gan = 0.01 * v.get("adversarial", 0.0) + 1.0 * v.get("feature_matching", 0.0)
+        expected = 0.5 * v["l1"] + 4.0 * v["mse"] + 0.5 * v["ssim"] + gan
+        assert v["g_total"] == pytest.approx(expected, rel=1e-5)
+        assert v["mse"] > 0
+
+
 def test_resume_after_ctrl_c_equals_an_uninterrupted_run(prepared, finished_run, tmp_path):
     def interrupt_at_3(trainer, values):
         if trainer.step == 3:
@@ -491,7 +517,7 @@ def test_second_stage_starts_from_the_given_weights_and_its_card_says_so(
     assert (
         init["sha256"] == recorded["sha256"] != yaml.safe_load(first.read_text())["weights_sha256"]
     )
-    assert "Second stage" in (tmp_path / "models" / "stage2" / "README.md").read_text()
+    assert "Earlier stage" in (tmp_path / "models" / "stage2" / "README.md").read_text()
     # A mismatched architecture or another inpainter's weights are refused in one line.
     with pytest.raises(M2FError, match="architecture"):
         run(prepared, tmp_path / "bad", model={"init": str(first.parent), "widths": [8, 16]})

@@ -116,6 +116,9 @@ class LossSpec(_Strict):
     l1: float = Field(1.0, ge=0)
     l1_hole_weight: float = Field(6.0, ge=0)
     l1_valid_weight: float = Field(1.0, ge=0)
+    mse: float = Field(
+        0.0, ge=0, description="squared error, weighted like l1 (hole / valid weights)"
+    )
     ssim: float = Field(0.5, ge=0)
     adversarial: float = Field(0.01, ge=0)
     adversarial_type: Literal["hinge", "lsgan"] = "hinge"

@@ -283,6 +283,10 @@ class Trainer:
             ),
             "ssim": losses.ssim_loss(composite, target),
         }
+        if weights.mse > 0:
+            terms["mse"] = losses.hole_weighted_mse(
+                output, target, hole, weights.l1_hole_weight, weights.l1_valid_weight
+            )
         if self.identity is not None:
             terms["identity"] = self.identity(composite, target)
         if gan_on:

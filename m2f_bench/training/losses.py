@@ -30,6 +30,22 @@ def hole_weighted_l1(
     return (weight * (output - target).abs()).mean()
 
 
+def hole_weighted_mse(
+    output: torch.Tensor,
+    target: torch.Tensor,
+    hole: torch.Tensor,
+    hole_weight: float,
+    valid_weight: float,
+) -> torch.Tensor:
+    """Mean squared error with the same pixel weights as :func:`hole_weighted_l1`.
+
+    PSNR is a function of the squared error, so this is the term that optimises it: L1
+    pulls the hole toward the per-pixel median, squared error toward the mean.
+    """
+    weight = valid_weight + (hole_weight - valid_weight) * hole
+    return (weight * (output - target).square()).mean()
+
+
 def _gaussian_window(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     radius = (SSIM_WIN - 1) // 2
     x = torch.arange(-radius, radius + 1, device=device, dtype=dtype)

@@ -429,6 +429,17 @@ def init_facts(init: str, name: str) -> dict[str, Any]:
     return facts
 
 
+def _stage_facts(init: dict[str, Any]) -> str:
+    """How an earlier stage was trained, from the facts :func:`init_facts` copied."""
+    if "steps" not in init:
+        return ""
+    return (
+        f" ({init['steps']:,} steps × batch {init.get('batch_size', '?')}, "
+        f"{init.get('wall_hours', '?')} h on {init.get('hardware', '?')}: "
+        f"`{init.get('command', '?')}`)"
+    )
+
+
 def _readme(card: dict[str, Any]) -> str:
     t, v = card["training"], card.get("validation") or {}
     lines = [
@@ -446,19 +457,15 @@ def _readme(card: dict[str, Any]) -> str:
         f"{t.get('wall_hours')} h wall on {t['hardware']} (torch {t.get('torch')}).",
         f"- **Identity loss**: {t.get('identity_loss') or 'none'}.",
     ]
-    init = t.get("init")
-    if init:
-        before = (
-            f" ({init['steps']:,} steps × batch {init.get('batch_size', '?')}, "
-            f"{init.get('wall_hours', '?')} h on {init.get('hardware', '?')}: "
-            f"`{init.get('command', '?')}`)"
-            if "steps" in init
-            else ""
-        )
+    init, first = t.get("init"), True
+    while isinstance(init, dict):
         lines.append(
-            f"- **Second stage**: initialised from `{init['weights']}`{before}; the steps above "
-            "are this stage's."
+            f"- **Earlier stage**: initialised from `{init['weights']}`{_stage_facts(init)}; "
+            "the steps above are this stage's."
+            if first
+            else f"  - which was initialised from `{init['weights']}`{_stage_facts(init)}."
         )
+        init, first = init.get("init"), False
     if t.get("notes"):
         lines.append(f"- **Notes**: {t['notes']}")
     if v:
