@@ -30,6 +30,8 @@ class UNetGANInpainter(Inpainter):
             the crop size the model was trained at (128 for the shipped models) when a
             protocol works at 256 px: the crop window is the same at every size, so a
             downscaled crop is what the model saw in training. Default: as given.
+        flip_tta: Horizontal-flip test-time augmentation: the output is the mean of the
+            crop's and the mirrored crop's (mirrored back) outputs, at twice the compute.
     """
 
     name = "unet-gan"
@@ -44,6 +46,7 @@ class UNetGANInpainter(Inpainter):
         device: str = "cpu",
         batch_size: int = 32,
         size: int | list[int] | None = None,
+        flip_tta: bool = False,
         *,
         network_name: str | None = None,
     ) -> None:
@@ -60,6 +63,9 @@ class UNetGANInpainter(Inpainter):
         self.size = parse_size(size, where, minimum=16)
         self.device = torch.device(device)
         self.batch_size = batch_size
+        if not isinstance(flip_tta, bool):
+            raise M2FError(f"{where}: flip_tta must be true or false, got {flip_tta!r}")
+        self.flip_tta = flip_tta
         # A blind model loads its generator as the unet-gan network it is.
         self.weights_path = resolve_weights(weights, network_name or self.model_name)
         self.network = load_network(self.weights_path, network_name or self.model_name, self.skips)
@@ -68,7 +74,8 @@ class UNetGANInpainter(Inpainter):
     def fingerprint(self) -> dict[str, Any]:
         from m2f_bench.inpainters.base import file_digest
 
-        return {"weights_sha256": file_digest(self.weights_path)}
+        facts = {"weights_sha256": file_digest(self.weights_path)}
+        return facts | ({"flip_tta": True} if self.flip_tta else {})
 
     @classmethod
     def check_files(cls, args: dict[str, Any], settings: Any) -> None:
@@ -106,5 +113,9 @@ class UNetGANInpainter(Inpainter):
                 # Padded pixels are known context mirrored from the border.
                 image = F.pad(image, (0, pad_w, 0, pad_h), mode="reflect")
                 hole = F.pad(hole, (0, pad_w, 0, pad_h))
-            out = self.network(image.to(self.device), hole.to(self.device))
+            image, hole = image.to(self.device), hole.to(self.device)
+            out = self.network(image, hole)
+            if self.flip_tta:
+                mirrored = self.network(image.flip(-1), hole.flip(-1)).flip(-1)
+                out = (out + mirrored) / 2
             return to_uint8(out[:, :, :height, :width].cpu())

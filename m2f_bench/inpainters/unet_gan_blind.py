@@ -74,11 +74,14 @@ class BlindUNetGANInpainter(UNetGANInpainter):
         threshold: float = 0.5,
         dilate: int = 0,
         min_coverage: float = 0.03,
+        flip_tta: bool = False,
     ) -> None:
         from m2f_bench.segmenters.mask_unet import MaskUNetSegmenter
 
         generator, segmenter, self.card = blind_model_files(weights)
-        super().__init__(str(generator), device, batch_size, size, network_name="unet-gan")
+        super().__init__(
+            str(generator), device, batch_size, size, flip_tta, network_name="unet-gan"
+        )
         self.segmenter = MaskUNetSegmenter(
             str(segmenter),
             device,
