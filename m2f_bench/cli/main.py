@@ -847,8 +847,12 @@ def train(
     if result.checkpoint is None:  # a non-zero rank of a distributed job
         return
     what = "interrupted at" if result.stopped == "interrupted" else "finished at"
+    torch = sys.modules.get("torch")
+    peak = ""
+    if torch is not None and torch.cuda.is_available() and torch.cuda.max_memory_allocated():
+        peak = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
     typer.echo(
-        f"{what} step {result.step} ({result.images_per_second:.1f} images/s); "
+        f"{what} step {result.step} ({result.images_per_second:.1f} images/s{peak}); "
         f"checkpoint: {result.checkpoint}"
     )
     v = result.validation
