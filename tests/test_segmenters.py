@@ -153,3 +153,24 @@ def test_package_blind_assembles_a_folder_the_inpainter_loads(tmp_path):
     assert blind.fingerprint()["segmenter"]["weights_sha256"] == card["segmenter_sha256"]
     with pytest.raises(M2FError, match="needs a unet-gan model folder"):
         package_blind(models / "mask-unet-lfw128", models / "unet-gan-lfw128", tmp_path / "c")
+
+
+def test_blind_readme_counts_the_generator_stages_from_its_init_chain():
+    from m2f_bench.training.package import _blind_readme
+
+    def card(training):
+        return {
+            "name": "b",
+            "assembled": "x",
+            "components": {
+                "generator": {"from": "g", "training": training},
+                "segmenter": {"from": "s"},
+            },
+        }
+
+    chain = {"steps": 600, "init": {"weights": "w1", "init": {"weights": "w0"}}}
+    text = _blind_readme(card(chain))
+    assert "training stage 3, 600 steps from `w1` (2 earlier stages)" in text
+    text = _blind_readme(card({"steps": 600, "init": {"weights": "w0"}}))
+    assert "training stage 2, 600 steps from `w0` (1 earlier stage)" in text
+    assert "(from `g`: 600 steps)" in _blind_readme(card({"steps": 600}))

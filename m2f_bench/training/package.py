@@ -379,10 +379,15 @@ def _segmenter_readme(card: dict[str, Any]) -> str:
 def _blind_readme(card: dict[str, Any]) -> str:
     c = card["components"]
     training = c["generator"].get("training") or {}
+    # Stages: this run plus every earlier one its card's ``init`` chain records.
+    stages, earlier = 1, training.get("init")
+    while isinstance(earlier, dict):
+        stages, earlier = stages + 1, earlier.get("init")
     how = (
-        f"a second training stage of {training.get('steps')} steps from "
-        f"`{training['init'].get('weights')}`"
-        if isinstance(training.get("init"), dict)
+        f"training stage {stages}, {training.get('steps')} steps from "
+        f"`{training['init'].get('weights')}` ({stages - 1} earlier "
+        f"stage{'s' if stages > 2 else ''})"
+        if stages > 1
         else f"{training.get('steps')} steps"
     )
     return "\n".join(
