@@ -583,6 +583,15 @@ def test_degraded_pairs_share_every_draw_and_predicted_holes_train(prepared, tmp
         optim={"steps": 3},
     )
     assert result.step == 3 and np.isfinite(result.validation["psnr"])
+    # Such runs are validated on clean and on degraded crops (fixed draws, own keys).
+    assert np.isfinite(result.validation["psnr_degraded"])
+    assert result.validation["psnr_degraded"] != result.validation["psnr"]
+    line = json.loads((tmp_path / "run" / "validation.jsonl").read_text().splitlines()[-1])
+    assert {"psnr_degraded", "ssim_degraded", "psnr_hole_degraded"} <= set(line)
+    val = PreparedSplit(prepared, "val")
+    first, again = (ValidationSet.build(val, spec, 0, degraded=True) for _ in range(2))
+    assert np.array_equal(first.masked, again.masked)
+    assert not np.array_equal(first.targets, ValidationSet.build(val, spec, 0).targets)
 
 
 def test_identity_term_trains_validates_and_is_on_the_card(prepared, finished_run, tmp_path):

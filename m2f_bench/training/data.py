@@ -30,6 +30,8 @@ from m2f_bench.training.config import DataSpec
 
 #: Stream tag of the fixed validation masks (training epochs are 0, 1, ...).
 _VALIDATION_STREAM = 2**31
+#: Stream of the fixed degraded validation crops (runs with ``data.degrade``).
+_DEGRADED_VALIDATION_STREAM = 2**31 + 1
 
 
 def _stable_hash(text: str) -> int:
@@ -273,12 +275,16 @@ class ValidationSet:
     targets: np.ndarray
 
     @classmethod
-    def build(cls, split: PreparedSplit, spec: DataSpec, seed: int) -> ValidationSet:
-        """Mask the first ``spec.val_limit`` images of ``split`` once, without augmentation."""
+    def build(
+        cls, split: PreparedSplit, spec: DataSpec, seed: int, degraded: bool = False
+    ) -> ValidationSet:
+        """Mask the first ``spec.val_limit`` images of ``split`` once, without augmentation;
+        with ``degraded``, augmented and degraded as in training (``spec.degrade``), with
+        draws of their own that are the same at every validation."""
         count = len(split) if spec.val_limit is None else min(spec.val_limit, len(split))
+        stream = _DEGRADED_VALIDATION_STREAM if degraded else _VALIDATION_STREAM
         samples = [
-            make_sample(split, i, spec, seed, _VALIDATION_STREAM, augment=False)
-            for i in range(count)
+            make_sample(split, i, spec, seed, stream, augment=degraded) for i in range(count)
         ]
         return cls(
             image_ids=split.image_ids[:count],

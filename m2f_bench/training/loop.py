@@ -490,11 +490,13 @@ def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
     info = _write_run_info(config, run_dir, ctx, init) if ctx.is_main else {}
     if checkpoint is None:
         run_info = info
-    val = (
-        ValidationSet.build(PreparedSplit(spec.root, spec.val_split), spec, config.seed)
-        if ctx.is_main
-        else None
-    )
+    val = val_degraded = None
+    if ctx.is_main:
+        val_split = PreparedSplit(spec.root, spec.val_split)
+        val = ValidationSet.build(val_split, spec, config.seed)
+        if spec.degrade is not None:
+            # Runs that train on degraded crops are also validated on them ("*_degraded").
+            val_degraded = ValidationSet.build(val_split, spec, config.seed, degraded=True)
 
     sampler = EpochBatchSampler(
         len(train_split),
@@ -530,6 +532,9 @@ def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
 
     def run_validation() -> None:
         metrics, restored = trainer.validate(val)
+        if val_degraded is not None:
+            degraded, _ = trainer.validate(val_degraded)
+            metrics.update({f"{name}_degraded": value for name, value in degraded.items()})
         epoch = trainer.step / sampler.steps_per_epoch
         for name, value in metrics.items():
             writer.add_scalar(f"val/{name}", value, trainer.step)
@@ -544,6 +549,12 @@ def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
             f"step {trainer.step} (epoch {epoch:.1f}): val PSNR {metrics['psnr']:.2f} dB, "
             f"SSIM {metrics['ssim']:.4f}, hole PSNR {metrics['psnr_hole']:.2f} dB"
             + (f", id_sim {metrics['id_sim']:.3f}" if "id_sim" in metrics else "")
+            + (
+                f"; degraded crops PSNR {metrics['psnr_degraded']:.2f} dB, "
+                f"SSIM {metrics['ssim_degraded']:.4f}"
+                if "psnr_degraded" in metrics
+                else ""
+            )
         )
         if bar is not None:
             bar.write(text)

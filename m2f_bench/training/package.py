@@ -477,7 +477,14 @@ def _readme(card: dict[str, Any]) -> str:
         lines.append(
             f"- **Validation** (step {v.get('step')}, {card['data']['val_crops']} val crops): "
             f"PSNR {v['psnr']:.2f} dB, "
-            f"SSIM {v['ssim']:.4f}, hole PSNR {v['psnr_hole']:.2f} dB."
+            f"SSIM {v['ssim']:.4f}, hole PSNR {v['psnr_hole']:.2f} dB"
+            + (
+                f"; the same crops degraded as in training: PSNR {v['psnr_degraded']:.2f} dB, "
+                f"SSIM {v['ssim_degraded']:.4f}, hole PSNR {v['psnr_hole_degraded']:.2f} dB"
+                if "psnr_degraded" in v
+                else ""
+            )
+            + "."
         )
     test = card.get("test")
     if test:
