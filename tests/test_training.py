@@ -588,10 +588,25 @@ def test_degraded_pairs_share_every_draw_and_predicted_holes_train(prepared, tmp
     assert result.validation["psnr_degraded"] != result.validation["psnr"]
     line = json.loads((tmp_path / "run" / "validation.jsonl").read_text().splitlines()[-1])
     assert {"psnr_degraded", "ssim_degraded", "psnr_hole_degraded"} <= set(line)
+    # The degraded set is the clean set's masked crops, degraded: fixed draws; without
+    # geometry jitter the holes are the clean set's; with every probability 0, the clean set.
     val = PreparedSplit(prepared, "val")
+    clean = ValidationSet.build(val, spec, 0)
     first, again = (ValidationSet.build(val, spec, 0, degraded=True) for _ in range(2))
     assert np.array_equal(first.masked, again.masked)
-    assert not np.array_equal(first.targets, ValidationSet.build(val, spec, 0).targets)
+    assert not np.array_equal(first.targets, clean.targets)
+    still = parse_config(tiny_config(prepared, data={"degrade": degrade | {"geometry": 0.0}}))
+    same_holes = ValidationSet.build(val, still.data, 0, degraded=True)
+    assert np.array_equal(same_holes.holes, clean.holes)
+    assert not np.array_equal(same_holes.targets, clean.targets)
+    off = dict.fromkeys(degrade, 0.0)
+    none = ValidationSet.build(
+        val, parse_config(tiny_config(prepared, data={"degrade": off})).data, 0, degraded=True
+    )
+    assert np.array_equal(none.masked, clean.masked)
+    assert np.array_equal(none.targets, clean.targets)
+    with pytest.raises(M2FError, match=r"needs data\.degrade"):
+        ValidationSet.build(val, parse_config(tiny_config(prepared)).data, 0, degraded=True)
 
 
 def test_identity_term_trains_validates_and_is_on_the_card(prepared, finished_run, tmp_path):

@@ -278,14 +278,38 @@ class ValidationSet:
     def build(
         cls, split: PreparedSplit, spec: DataSpec, seed: int, degraded: bool = False
     ) -> ValidationSet:
-        """Mask the first ``spec.val_limit`` images of ``split`` once, without augmentation;
-        with ``degraded``, augmented and degraded as in training (``spec.degrade``), with
-        draws of their own that are the same at every validation."""
+        """Mask the first ``spec.val_limit`` images of ``split`` once, without augmentation.
+
+        With ``degraded``, the same masked crops then get ``spec.degrade``'s jitter and
+        photo degradations (the same on the masked crop and its target), from draws of their
+        own that are the same at every validation.
+
+        Raises:
+            M2FError: ``degraded`` without ``spec.degrade``.
+        """
+        if degraded and spec.degrade is None:
+            raise M2FError("a degraded validation set needs data.degrade")
         count = len(split) if spec.val_limit is None else min(spec.val_limit, len(split))
-        stream = _DEGRADED_VALIDATION_STREAM if degraded else _VALIDATION_STREAM
         samples = [
-            make_sample(split, i, spec, seed, stream, augment=degraded) for i in range(count)
+            make_sample(split, i, spec, seed, _VALIDATION_STREAM, augment=False)
+            for i in range(count)
         ]
+        if degraded:
+            samples = [
+                Sample(
+                    *map(
+                        np.ascontiguousarray,
+                        degrade_pair(
+                            s.masked,
+                            s.hole,
+                            s.target,
+                            sample_rng(seed, _DEGRADED_VALIDATION_STREAM, split.image_ids[i]),
+                            spec.degrade,
+                        ),
+                    )
+                )
+                for i, s in enumerate(samples)
+            ]
         return cls(
             image_ids=split.image_ids[:count],
             masked=np.stack([s.masked for s in samples]),
