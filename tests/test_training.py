@@ -549,6 +549,49 @@ def test_second_stage_starts_from_the_given_weights_and_its_card_says_so(
         run(prepared, tmp_path / "bad2", model={"init": str(first.parent), "name": "baseline-gan"})
 
 
+@pytest.mark.parametrize("skips", [True, False])
+def test_widened_generator_computes_what_its_init_did_and_trains(
+    prepared, finished_run, tmp_path, skips
+):
+    """model.init_widen: wider widths start from narrower weights, with the same outputs
+    (every added channel unread), and the added channels are trained from there."""
+    from m2f_bench.inpainters._nets import EncoderDecoderGenerator
+    from m2f_bench.training.widen import widen_into
+
+    torch.manual_seed(0)
+    small = EncoderDecoderGenerator(skips, widths=(8, 16, 32), bottleneck_blocks=2)
+    for p in small.parameters():  # trained-looking weights: no zero anywhere
+        p.data.normal_(0, 0.05)
+    big = EncoderDecoderGenerator(skips, widths=(12, 16, 48), bottleneck_blocks=2)
+    widen_into(small, big)
+    image, hole = torch.rand(3, 3, 32, 32) * 2 - 1, (torch.rand(3, 1, 32, 32) > 0.7).float()
+    assert torch.allclose(small(image, hole), big(image, hole), atol=1e-6)
+    big(image, hole).square().mean().backward()
+    grown = big.encoder[2][0].weight.grad[32:]  # filters of the added coarsest channels
+    reader = big.bottleneck[0].conv1.weight.grad[:, 32:]  # weights reading them
+    assert grown.abs().sum() == 0 and reader.abs().sum() > 0
+    with pytest.raises(M2FError, match="can only widen"):
+        widen_into(big, small)
+    with pytest.raises(M2FError, match="can only widen"):
+        widen_into(small, EncoderDecoderGenerator(skips, widths=(8, 16, 32), bottleneck_blocks=3))
+
+
+def test_a_run_widens_its_init_when_asked(prepared, finished_run, tmp_path):
+    from m2f_bench.training.package import package_model
+
+    first = package_model(finished_run, tmp_path / "models" / "stage1", fp16=False)
+    wide = {"init": str(first.parent), "widths": [8, 16, 48]}
+    with pytest.raises(M2FError, match="init_widen"):
+        run(prepared, tmp_path / "refused", model=wide)
+    result = run(prepared, tmp_path / "wide", model=wide | {"init_widen": True}, optim={"steps": 2})
+    assert result.step == 2 and np.isfinite(result.validation["psnr"])
+    meta = json.loads((tmp_path / "wide" / "run.json").read_text())
+    assert (
+        meta["init"]["sha256"]
+        == first.parent.joinpath("card.yaml").read_text().split("weights_sha256: ")[1].split()[0]
+    )
+
+
 def test_degraded_pairs_share_every_draw_and_predicted_holes_train(prepared, tmp_path):
     """data.degrade: the masked input and its target get the same jitter and degradation;
     data.holes: predicted trains on the hole a segmenter finds."""

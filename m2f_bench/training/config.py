@@ -41,6 +41,12 @@ class ModelSpec(_Strict):
         description="start from these generator weights (a .safetensors file, a model folder "
         "or a training run) instead of a random initialisation: a second training stage",
     )
+    init_widen: bool = Field(
+        False,
+        description="model.init may have fewer channels per level (same levels, bottleneck "
+        "and unshuffle): its filters are kept, added channels start unread (zero weights "
+        "into every consumer), so the wider generator starts computing what the init did",
+    )
 
     def arch_args(self) -> dict[str, Any]:
         """Keyword arguments of the generator network."""

@@ -219,13 +219,25 @@ class Trainer:
             loaded = load_network(path, name, INPAINTERS.get(name).skips)
         except M2FError as exc:
             raise M2FError(f"model.init: {exc}") from None
-        if loaded.arch_args != self.generator.arch_args:
+        if self.config.model.init_widen:
+            from m2f_bench.training.widen import widen_into
+
+            widen_into(loaded, self.generator)
+        elif loaded.arch_args != self.generator.arch_args:
             raise M2FError(
                 f"model.init: {path} has architecture {json.dumps(loaded.arch_args)}, the "
-                f"config asks for {json.dumps(self.generator.arch_args)}"
+                f"config asks for {json.dumps(self.generator.arch_args)} (model.init_widen: "
+                "true starts wider widths from narrower weights)"
             )
-        self.generator.load_state_dict(loaded.state_dict())
-        log.info("generator initialised from %s", path)
+        else:
+            self.generator.load_state_dict(loaded.state_dict())
+        log.info(
+            "generator initialised from %s%s",
+            path,
+            f" (widened from widths {loaded.arch_args['widths']})"
+            if loaded.arch_args != self.generator.arch_args
+            else "",
+        )
         return path
 
     # -- one step ---------------------------------------------------------------------
