@@ -24,9 +24,9 @@ from m2f_bench.inpainters._nets import EncoderDecoderGenerator
 
 def _check(small: EncoderDecoderGenerator, big: EncoderDecoderGenerator) -> None:
     a, b = small.arch_args, big.arch_args
-    same = {k: a[k] == b[k] for k in ("bottleneck_blocks", "unshuffle")}
     if (
-        not all(same.values())
+        a["bottleneck_blocks"] != b["bottleneck_blocks"]
+        or a["unshuffle"] != b["unshuffle"]
         or len(a["widths"]) != len(b["widths"])
         or small.skips != big.skips
         or any(x > y for x, y in zip(a["widths"], b["widths"], strict=True))
