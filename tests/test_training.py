@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -178,6 +179,44 @@ def test_samples_are_a_pure_function_of_seed_epoch_and_image(prepared):
     # Outside the hole the masked crop is the (jittered, maybe flipped) target.
     assert np.array_equal(a.masked[~a.hole], a.target[~a.hole])
     assert a.hole.mean() > 0.05
+
+
+def test_a_manifest_crop_path_names_the_crop_file(prepared, tmp_path):
+    # A packed copy for a GPU machine holds JPEG crops, which its manifest names.
+    rows = pd.read_csv(prepared / "manifest.csv", dtype=str)
+    (tmp_path / "crops").mkdir()
+    shutil.copytree(prepared / "landmarks", tmp_path / "landmarks")
+    paths = []
+    for image_id in rows["image_id"]:
+        crop = cv2.imread(str(prepared / prepared_path("crops", image_id)))
+        jpeg = [cv2.IMWRITE_JPEG_QUALITY, 90]
+        cv2.imwrite(str(tmp_path / "crops" / f"{image_id}.jpg"), crop, jpeg)
+        paths.append(f"crops/{image_id}.jpg")
+    rows.assign(crop_path=paths).to_csv(tmp_path / "manifest.csv", index=False)
+    packed, original = PreparedSplit(tmp_path, "train"), PreparedSplit(prepared, "train")
+    assert packed.image_ids == original.image_ids
+    jpeg, _ = packed.load(1)
+    png, _ = original.load(1)
+    error = np.mean((jpeg.astype(float) - png) ** 2)
+    assert error > 0 and 10 * np.log10(255**2 / error) > 30  # the JPEG, not the PNG
+    # An empty crop_path falls back to the prepare layout's PNG name.
+    rows.assign(crop_path="").to_csv(tmp_path / "manifest.csv", index=False)
+    shutil.copytree(prepared / "crops", tmp_path / "crops", dirs_exist_ok=True)
+    assert np.array_equal(PreparedSplit(tmp_path, "train").load(1)[0], png)
+    rows.drop(columns="split").to_csv(tmp_path / "manifest.csv", index=False)
+    with pytest.raises(M2FError, match="lacks the column"):
+        PreparedSplit(tmp_path, "train")
+
+
+def test_validation_every_n_epochs_and_at_the_end(prepared, finished_run, tmp_path):
+    def steps(run_dir: Path) -> list[int]:
+        lines = (run_dir / "validation.jsonl").read_text().splitlines()
+        return [json.loads(line)["step"] for line in lines]
+
+    # 12 train images, batch 4: 3 steps an epoch.
+    assert steps(finished_run) == [3, 6, 8]
+    run(prepared, tmp_path / "run", log={"validate_every": 2})
+    assert steps(tmp_path / "run") == [6, 8]
 
 
 def test_ranks_split_every_global_batch(prepared):

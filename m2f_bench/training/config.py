@@ -151,6 +151,9 @@ class CheckpointSpec(_Strict):
 class LogSpec(_Strict):
     every: int = Field(50, ge=1, description="steps between TensorBoard scalars")
     images: int = Field(8, ge=0, le=64, description="validation samples in the image grid")
+    validate_every: int = Field(
+        1, ge=1, description="epochs between validations (and one at the last step)"
+    )
 
 
 class _RunConfig(_Strict):

@@ -62,12 +62,24 @@ class PreparedSplit:
             raise DataNotFoundError(
                 f"{manifest} not found; make it with `m2f-bench prepare DATASET --out {self.root}`"
             )
-        rows = pd.read_csv(manifest, usecols=["image_id", "split", "status"], dtype=str)
+        columns = ["image_id", "split", "status", "crop_path"]
+        rows = pd.read_csv(manifest, usecols=lambda c: c in columns, dtype=str)
+        missing = sorted(set(columns) - {"crop_path"} - set(rows.columns))
+        if missing:
+            raise M2FError(f"{manifest} lacks the column(s) {', '.join(missing)}")
         rows = rows[(rows["status"] == "ok") & (rows["split"] == split)]
-        self.image_ids: list[str] = list(dict.fromkeys(rows["image_id"]))
+        rows = rows.drop_duplicates("image_id")
+        self.image_ids: list[str] = list(rows["image_id"])
         if not self.image_ids:
             raise DataNotFoundError(f"{manifest} has no prepared image in split {split!r}")
         self.split = split
+        # The manifest names each crop's file (`prepare` writes PNGs; a packed copy for a
+        # GPU machine may hold JPEGs); without the column, the prepare layout's name.
+        named = rows["crop_path"].fillna("") if "crop_path" in rows else [""] * len(rows)
+        self._crops: list[str] = [
+            path or prepared_path("crops", image_id)
+            for image_id, path in zip(self.image_ids, named, strict=True)
+        ]
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -75,7 +87,7 @@ class PreparedSplit:
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The crop (uint8 H×W×3 RGB) and its 68 landmarks (float 68×2, crop pixels)."""
         image_id = self.image_ids[index]
-        crop = read_image(self.root / prepared_path("crops", image_id))
+        crop = read_image(self.root / self._crops[index])
         record = json.loads((self.root / prepared_path("landmarks", image_id)).read_text())
         return crop, np.asarray(record["landmarks"], dtype=np.float64)
 

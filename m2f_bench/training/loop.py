@@ -609,7 +609,8 @@ def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
                         )
                     window.clear()
                 if ctx.is_main and (
-                    step % sampler.steps_per_epoch == 0 or step == config.optim.steps
+                    step % (sampler.steps_per_epoch * config.log.validate_every) == 0
+                    or step == config.optim.steps
                 ):
                     run_validation()
                 if step % config.checkpoint.every == 0 or step == config.optim.steps:

@@ -318,7 +318,8 @@ def train_segmenter(
                         "speed/images_per_s", (step - start_step) * batch / elapsed, step
                     )
                     window.clear()
-                if step % sampler.steps_per_epoch == 0 or step == config.optim.steps:
+                every = sampler.steps_per_epoch * config.log.validate_every
+                if step % every == 0 or step == config.optim.steps:
                     metrics = validate(network, val, kind)
                     epoch = step / sampler.steps_per_epoch
                     for k, v in metrics.items():
