@@ -615,6 +615,22 @@ def test_widened_generator_computes_what_its_init_did_and_trains(
         widen_into(small, EncoderDecoderGenerator(skips, widths=(8, 16, 32), bottleneck_blocks=3))
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_widening_into_a_generator_on_the_gpu():
+    # A run builds the wider generator on its device before the init weights (on CPU) are
+    # copied in; the first GPU run stopped there on mixed devices.
+    from m2f_bench.inpainters._nets import EncoderDecoderGenerator
+    from m2f_bench.training.widen import widen_into
+
+    torch.manual_seed(0)
+    small = EncoderDecoderGenerator(True, widths=(8, 16, 32), bottleneck_blocks=2)
+    big = EncoderDecoderGenerator(True, widths=(12, 16, 48), bottleneck_blocks=2).cuda()
+    widen_into(small, big)
+    image, hole = torch.rand(3, 3, 32, 32) * 2 - 1, (torch.rand(3, 1, 32, 32) > 0.7).float()
+    assert torch.allclose(small(image, hole), big(image.cuda(), hole.cuda()).cpu(), atol=1e-5)
+
+
 def test_a_run_widens_its_init_when_asked(prepared, finished_run, tmp_path):
     import yaml
 
