@@ -431,6 +431,8 @@ def _write_run_info(
         "torch": torch.__version__,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if ctx.device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(ctx.device)
     if init is not None:
         info["init"] = init
     run_dir.mkdir(parents=True, exist_ok=True)

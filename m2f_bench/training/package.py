@@ -218,8 +218,10 @@ def _training_facts(state: dict[str, Any], command: str | None) -> dict[str, Any
         "wall_hours": round(_hours(run["started_at"], state["saved_at"]), 2)
         if run.get("started_at") and state.get("saved_at")
         else None,
-        "hardware": f"{run.get('device', '?')}: {environment.get('cpu', '?')}, "
-        f"{environment.get('cpu_count', '?')} CPUs, world size {run.get('world_size', 1)}",
+        "hardware": f"{run.get('device', '?')}: "
+        + (f"{run['gpu']}; host " if run.get("gpu") else "")
+        + f"{environment.get('cpu', '?')}, {environment.get('cpu_count', '?')} CPUs, "
+        f"world size {run.get('world_size', 1)}",
         "torch": run.get("torch"),
         "git_commit": run.get("git_commit"),
     }
