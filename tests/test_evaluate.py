@@ -110,6 +110,10 @@ def test_results_record_provenance(demo_run):
     results = json.loads((out / "results.json").read_text())
     assert results["protocol"]["name"] == "demo"
     assert results["m2f_bench_version"] and results["environment"]["python"]
+    if Path("/proc/cpuinfo").is_file():  # the instruction sets that pick the kernels
+        flags = Path("/proc/cpuinfo").read_text()
+        simd = results["environment"]["cpu_simd"].split()
+        assert ("avx2" in simd) == (" avx2" in flags) and set(simd) <= set(flags.split())
     assert results["dataset"]["n_images"] == 4
     assert {"prepare", "inpaint", "embed", "metrics", "total"} <= set(results["timings"])
     assert results["metrics"]["ssim"]["higher_is_better"] is True

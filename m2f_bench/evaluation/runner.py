@@ -108,13 +108,36 @@ def git_commit() -> str | None:
     return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+#: Instruction-set extensions that select ONNX Runtime's, OpenCV's and PyTorch's kernels:
+#: two machines with the same packages but other extensions can differ in the last bits of
+#: a detection or embedding, and so in a few per-image values.
+_SIMD_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+)
+
+
 def environment() -> dict[str, Any]:
     """Python, OS, CPU and the versions of the packages that shape the numbers."""
     cpu = platform.processor() or platform.machine()
+    name = simd = None
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("model name") and name is None:
+                name = cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and simd is None:
+                flags = set(line.split(":", 1)[1].split())
+                simd = " ".join(f for f in _SIMD_FLAGS if f in flags)
+            if name is not None and simd is not None:
                 break
     except OSError:
         pass
@@ -129,6 +152,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
+        **({"cpu_simd": simd} if simd is not None else {}),
         "packages": packages,
     }
 
