@@ -28,6 +28,7 @@ from typer.testing import CliRunner  # noqa: E402
 from m2f_bench._io import atomic_write_json, write_png  # noqa: E402
 from m2f_bench.errors import M2FError  # noqa: E402
 from m2f_bench.inpainters import build_inpainter  # noqa: E402
+from m2f_bench.metrics.pixel import psnr as psnr_metric  # noqa: E402
 from m2f_bench.metrics.pixel import ssim as ssim_metric  # noqa: E402
 from m2f_bench.prepare.layout import prepared_path  # noqa: E402
 from m2f_bench.training import losses  # noqa: E402
@@ -318,6 +319,62 @@ def test_resume_after_ctrl_c_equals_an_uninterrupted_run(prepared, finished_run,
     assert not unequal
     # Validation after epochs 1 and 2 and at the end: the same numbers, split over two calls.
     assert (out / "validation.jsonl").read_text() == (finished_run / "validation.jsonl").read_text()
+
+
+def test_the_best_validated_generator_is_kept_and_ships(prepared, finished_run, tmp_path):
+    """checkpoint.best: checkpoints/best holds the generator of the validation with the
+    highest PSNR; a resumed run keeps the same one; package-model --best ships it."""
+    import yaml
+
+    from m2f_bench.training.package import package_model
+
+    def interrupt_at_4(trainer, values):
+        if trainer.step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    result = run(prepared, whole, checkpoint={"best": True})
+    lines = [json.loads(x) for x in (whole / "validation.jsonl").read_text().splitlines()]
+    top = max(lines, key=lambda line: line["psnr"])
+    state = json.loads((whole / "checkpoints" / "best" / "state.json").read_text())
+    assert state["step"] == top["step"] and state["validation"]["psnr"] == top["psnr"]
+    # The same numbers as a run without the option: keeping the best changes no draw.
+    assert (whole / "validation.jsonl").read_text() == (
+        finished_run / "validation.jsonl"
+    ).read_text()
+    assert not (finished_run / "checkpoints" / "best").exists()
+    best_weights = load_file(whole / "checkpoints" / "best" / "generator.safetensors")
+    if top["step"] == result.step:  # the final weights are the best ones
+        final = load_file(latest_checkpoint(whole) / "generator.safetensors")
+        assert all(torch.equal(best_weights[k], final[k]) for k in final)
+
+    assert run(prepared, resumed, checkpoint={"best": True}, on_step=interrupt_at_4).step == 4
+    run(prepared, resumed, checkpoint={"best": True}, resume=True)
+    again = load_file(resumed / "checkpoints" / "best" / "generator.safetensors")
+    assert all(torch.equal(best_weights[k], again[k]) for k in best_weights)
+
+    card = yaml.safe_load(package_model(whole, tmp_path / "model", best=True).read_text())
+    assert card["training"]["steps"] == top["step"]
+    assert card["validation"]["psnr"] == top["psnr"] and card["validation"]["step"] == top["step"]
+    # The shipped weights (fp16) restore the validation crops as that validation scored them.
+    val = ValidationSet.build(
+        PreparedSplit(prepared, "val"), parse_config(tiny_config(prepared)).data, seed=3
+    )
+    inpainter = build_inpainter({"type": "unet-gan", "weights": str(tmp_path / "model")})
+    restored = inpainter(val.masked, val.holes)
+    assert psnr_metric(restored, val.targets).mean() == pytest.approx(top["psnr"], abs=0.05)
+    with pytest.raises(M2FError, match="kept no best generator"):
+        package_model(finished_run, tmp_path / "none", best=True)
+    segmenter = {
+        "version": 1,
+        "name": "seg",
+        "model": {"name": "mask-unet"},
+        "data": {"root": str(prepared)},
+        "optim": {"steps": 2, "batch_size": 2},
+    }
+    parse_config(segmenter)
+    with pytest.raises(TrainConfigError, match="inpainters' training only"):
+        parse_config(segmenter | {"checkpoint": {"best": True}})
 
 
 def test_resume_refuses_a_changed_config(prepared, finished_run):

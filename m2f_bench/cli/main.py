@@ -991,11 +991,19 @@ def package_model(
     ] = None,
     command: Annotated[str | None, typer.Option(help="The training command, for the card.")] = None,
     notes: Annotated[str | None, typer.Option(help="Free text for the card.")] = None,
+    best: Annotated[
+        bool,
+        typer.Option(
+            "--best", help="Ship the best-validated generator (checkpoint.best), not the last."
+        ),
+    ] = False,
 ) -> None:
     """Ship a training run: weights, card.yaml (read by model lookup), config and README."""
     from m2f_bench.training.package import package_model as run_package
 
-    card = run_package(run, out, fp16=fp16, results=results, command=command, notes=notes)
+    card = run_package(
+        run, out, fp16=fp16, results=results, command=command, notes=notes, best=best
+    )
     size = (card.parent / "model.safetensors").stat().st_size / 2**20
     typer.echo(f"{card} written ({size:.1f} MiB of weights)")
 

@@ -8,6 +8,9 @@ Layout of a run folder's ``checkpoints/``::
     step-0000500/state.json                 step, optimiser structure, scheduler states,
                                             config, git commit, time
     latest                                  the name of the newest complete checkpoint
+    best/generator.safetensors              with checkpoint.best: the generator of the
+    best/state.json                         validation with the highest PSNR, its step and
+                                            validation figures
 
 A checkpoint is written into a temporary folder that is renamed into place, and
 ``latest`` is replaced after that, so a crash at any moment leaves the previous
@@ -200,3 +203,56 @@ def load_checkpoint(
         if len(states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(states)
     return state
+
+
+def best_dir(run_dir: str | Path) -> Path:
+    """Where ``checkpoint.best`` keeps the best-validated generator."""
+    return checkpoint_dir(run_dir) / "best"
+
+
+def best_validation(run_dir: str | Path, up_to_step: int | None = None) -> dict[str, Any] | None:
+    """The validation figures of the kept best generator, or None (none kept, or kept at a
+    step after ``up_to_step``: an interrupted attempt's, which a resumed run redoes)."""
+    path = best_dir(run_dir) / "state.json"
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text(encoding="utf-8"))
+    if up_to_step is not None and state["step"] > up_to_step:
+        return None
+    return state["validation"]
+
+
+def save_best(
+    run_dir: str | Path,
+    step: int,
+    *,
+    generator: EncoderDecoderGenerator,
+    generator_name: str,
+    validation: Mapping[str, float],
+    extra: Mapping[str, Any],
+) -> Path:
+    """Replace ``checkpoints/best`` with this generator (written aside, then swapped in)."""
+    final = best_dir(run_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".best.{os.getpid()}.tmp"
+    old = final.parent / f".best.{os.getpid()}.old"
+    for path in (tmp, old):
+        shutil.rmtree(path, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        save_generator(tmp / "generator.safetensors", generator, generator_name)
+        state = {
+            "step": step,
+            "validation": dict(validation),
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **extra,
+        }
+        atomic_write_json(tmp / "state.json", state)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return final

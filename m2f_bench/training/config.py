@@ -146,6 +146,11 @@ class LossSpec(_Strict):
 class CheckpointSpec(_Strict):
     every: int = Field(500, ge=1, description="steps between checkpoints")
     keep: int = Field(3, ge=1, description="most recent checkpoints kept")
+    best: bool = Field(
+        False,
+        description="also keep the generator of the validation with the highest PSNR in "
+        "checkpoints/best/ (package-model --best ships it)",
+    )
 
 
 class LogSpec(_Strict):
@@ -222,6 +227,13 @@ class SegmenterConfig(_RunConfig):
     checkpoint: CheckpointSpec = CheckpointSpec()
     log: LogSpec = LogSpec()
     amp: bool = Field(True, description="bfloat16 autocast on CUDA (CPU trains in float32)")
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _no_best(cls, value: CheckpointSpec) -> CheckpointSpec:
+        if value.best:
+            raise ValueError("best is kept for the inpainters' training only (by PSNR)")
+        return value
 
 
 #: Model names trained by the segmentation loop rather than the GAN loop.

@@ -38,7 +38,13 @@ from m2f_bench.inpainters import INPAINTERS
 from m2f_bench.inpainters._nets import EncoderDecoderGenerator, to_tensors, to_uint8
 from m2f_bench.metrics.pixel import psnr, psnr_hole, ssim
 from m2f_bench.training import losses
-from m2f_bench.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from m2f_bench.training.checkpoint import (
+    best_validation,
+    latest_checkpoint,
+    load_checkpoint,
+    save_best,
+    save_checkpoint,
+)
 from m2f_bench.training.config import OptimSpec, SegmenterConfig, TrainConfig, config_to_yaml
 from m2f_bench.training.data import (
     EpochBatchSampler,
@@ -544,8 +550,24 @@ def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
             keep=config.checkpoint.keep,
         )
 
+    # checkpoint.best: the highest validation PSNR so far (a resumed run's from its folder).
+    kept = (
+        best_validation(run_dir, trainer.step) if ctx.is_main and config.checkpoint.best else None
+    )
+    best = {"psnr": kept["psnr"] if kept else -math.inf}
+
     def run_validation() -> None:
         metrics, restored = trainer.validate(val)
+        if config.checkpoint.best and metrics["psnr"] > best["psnr"]:
+            best["psnr"] = metrics["psnr"]
+            save_best(
+                run_dir,
+                trainer.step,
+                generator=trainer.generator,
+                generator_name=config.model.name,
+                validation=metrics,
+                extra={"config": config.model_dump(mode="json"), "run": run_info},
+            )
         if val_degraded is not None:
             degraded, _ = trainer.validate(val_degraded)
             metrics.update({f"{name}_degraded": value for name, value in degraded.items()})

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from m2f_bench.errors import M2FError
-from m2f_bench.training.checkpoint import latest_checkpoint
+from m2f_bench.training.checkpoint import best_dir, latest_checkpoint
 
 #: Summary columns copied into the card's ``test`` section.
 _TEST_COLUMNS = (
@@ -79,6 +79,7 @@ def package_model(
     results: str | Path | None = None,
     command: str | None = None,
     notes: str | None = None,
+    best: bool = False,
 ) -> Path:
     """Write ``out_dir/model.safetensors``, ``card.yaml``, ``config.yaml`` and ``README.md``.
 
@@ -90,6 +91,8 @@ def package_model(
             card's test figures.
         command: The command that trained it, as it should be repeated.
         notes: Free text for the card (e.g. what the run shared the machine with).
+        best: Ship the best-validated generator (``checkpoint.best``) instead of the
+            latest checkpoint's.
 
     Returns:
         The card's path.
@@ -98,7 +101,14 @@ def package_model(
     from m2f_bench.inpainters._nets import read_generator
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    checkpoint = latest_checkpoint(run_dir)
+    if best:
+        checkpoint = best_dir(run_dir)
+        if not (checkpoint / "state.json").is_file():
+            raise M2FError(
+                f"{run_dir} kept no best generator (train with `checkpoint: {{best: true}}`)"
+            )
+    else:
+        checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         raise M2FError(f"{run_dir} has no checkpoint to package")
     state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
@@ -141,7 +151,9 @@ def package_model(
             f"{data['brightness']}/{data['contrast']}/{data['saturation']}",
         },
         "training": _training_facts(state, command) | {"identity_loss": _identity_facts(config)},
-        "validation": _last_validation(run_dir),
+        "validation": (
+            {"step": state["step"], **state["validation"]} if best else _last_validation(run_dir)
+        ),
     }
     if init is not None:
         card["training"]["init"] = init
