@@ -81,10 +81,10 @@ def widen_into(small: EncoderDecoderGenerator, big: EncoderDecoderGenerator) -> 
         trained_in = torch.zeros(weight.shape[1], dtype=torch.bool, device=device)
         trained_in[ins] = True
         weight[:, ~trained_in] = 0  # nothing reads an added channel yet
-        rows = torch.tensor(outs, device=device)[:, None]
-        columns = torch.tensor(ins, device=device)[None, :]
-        weight[rows, columns] = src[f"{prefix}.weight"].to(device)
-        bias[torch.tensor(outs, device=device)] = src[f"{prefix}.bias"].to(device)
+        rows = torch.tensor(outs, device=device)
+        columns = torch.tensor(ins, device=device)
+        weight[rows[:, None], columns[None, :]] = src[f"{prefix}.weight"].to(device)
+        bias[rows] = src[f"{prefix}.bias"].to(device)
         done.update({f"{prefix}.weight", f"{prefix}.bias"})
     if done != set(dst):
         raise M2FError(f"model.init_widen: no channel map for {sorted(set(dst) - done)}")
