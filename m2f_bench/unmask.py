@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -384,6 +385,24 @@ class BatchSummary:
     seconds: list[float] = field(default_factory=list)
 
 
+def writable_folder(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` (and its parents) and check that files can be written there.
+
+    Raises:
+        M2FError: It is a file, lies under a file, or cannot be created or written to.
+    """
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise M2FError(
+            f"cannot create the output folder {out_dir}: {exc.strerror or exc}"
+        ) from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise M2FError(f"cannot write to the output folder {out_dir}")
+    return out_dir
+
+
 def unmask_files(
     unmasker: Unmasker,
     inputs: Iterable[str | Path],
@@ -408,7 +427,7 @@ def unmask_files(
     """
     from m2f_bench._progress import progress_bar
 
-    out_dir = Path(out_dir)
+    out_dir = writable_folder(out_dir)
     photos = list(iter_photos(inputs, exclude=out_dir))
     summary = BatchSummary(photos=len(photos))
     described = unmasker.describe()

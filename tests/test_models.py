@@ -35,7 +35,7 @@ def test_card_names_its_inpainter_and_its_weights_match(folder, inpainter):
 
 def test_shipped_unet_gan_loads_by_name_without_pickles_and_fills_the_hole():
     from m2f_bench.inpainters import build_inpainter
-    from m2f_bench.inpainters._nets import find_model
+    from m2f_bench.inpainters.cards import find_model
 
     assert find_model("unet-gan").name == "unet-gan-lfw128"
     rng = np.random.default_rng(0)

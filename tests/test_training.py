@@ -504,7 +504,7 @@ def test_package_model_writes_a_card_that_model_lookup_and_evaluate_read(
     import yaml
     from safetensors import safe_open
 
-    from m2f_bench.inpainters import _nets
+    from m2f_bench.inpainters import cards
     from m2f_bench.training.package import package_model
 
     results = tmp_path / "results.json"
@@ -527,7 +527,7 @@ def test_package_model_writes_a_card_that_model_lookup_and_evaluate_read(
         assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.float16}  # noqa: SIM118
     assert "## Test: `p`" in (card_path.parent / "README.md").read_text()
     # Model lookup by name finds the card; its fp16 weights give the run's outputs closely.
-    monkeypatch.setattr(_nets, "model_folders", lambda: [card_path.parent])
+    monkeypatch.setattr(cards, "model_folders", lambda: [card_path.parent])
     spec = parse_config(tiny_config(prepared)).data
     val = ValidationSet.build(PreparedSplit(prepared, "val"), spec, seed=3)
     shipped = build_inpainter({"type": "unet-gan"})(val.masked, val.holes)
@@ -801,3 +801,42 @@ def test_identity_term_trains_validates_and_is_on_the_card(prepared, finished_ru
     with pytest.raises(M2FError, match="cannot read ONNX model") as info:
         run(prepared, tmp_path / "bad", loss={"identity": 0.5, "identity_model": str(bad)})
     assert "\n" not in str(info.value)
+
+
+def test_fit_gap_scores_both_splits_as_validation_does(prepared, finished_run, tmp_path):
+    from m2f_bench.cli.main import app
+
+    csv = tmp_path / "gap.csv"
+    args = ["fit-gap", str(finished_run), "opencv-telea", "--data", str(prepared)]
+    args += ["--limit", str(N_VAL), "--seed", "3", "--out", str(csv)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(csv)
+    assert list(table["split"]) == ["train", "val"] * 2
+    assert list(table["images"]) == [N_VAL] * 4
+    assert table[["psnr", "psnr_hole", "ssim"]].notna().all().all()
+    # The run's own last validation: same crops, same mask draws, same metric code.
+    last = json.loads((finished_run / "validation.jsonl").read_text().splitlines()[-1])
+    val = table[(table["model"] == str(finished_run)) & (table["split"] == "val")].iloc[0]
+    assert val["psnr"] == pytest.approx(last["psnr"], abs=0.01)
+    assert val["psnr_hole"] == pytest.approx(last["psnr_hole"], abs=0.01)
+    assert val["ssim"] == pytest.approx(last["ssim"], abs=1e-4)
+    assert sum(line.split()[:1] == ["gap"] for line in result.output.splitlines()) == 2
+
+
+def test_fit_gap_refuses_what_it_cannot_load(prepared, tmp_path):
+    from m2f_bench.cli.main import app
+
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not weights")
+    for model, data in [(str(tmp_path / "nothing"), prepared), (str(junk), prepared)]:
+        result = CliRunner().invoke(app, ["fit-gap", model, "--data", str(data)])
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().count("\n") == 0 and "error:" in result.output
+    result = CliRunner().invoke(app, ["fit-gap", "telea", "--data", str(tmp_path)])
+    assert result.exit_code == 2 and "manifest.csv" in result.output
+
+
+def test_a_missing_init_is_named_by_its_config_key(prepared, tmp_path):
+    with pytest.raises(M2FError, match=r"^model\.init: .*no weights at"):
+        run(prepared, tmp_path / "r", model={"init": str(tmp_path / "nope")})

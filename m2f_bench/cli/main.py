@@ -50,6 +50,9 @@ def cli_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from m2f_bench.settings import DATA_HOME_ENV, MODEL_HOME_ENV
+
+        saved = {name: os.environ.get(name) for name in (DATA_HOME_ENV, MODEL_HOME_ENV)}
         try:
             return func(*args, **kwargs)
         except M2FError as exc:
@@ -62,6 +65,12 @@ def cli_errors(func):
         except KeyboardInterrupt:
             typer.echo("interrupted; run the same command again to resume", err=True)
             raise typer.Exit(130) from None
+        finally:  # what _settings exported, for an in-process caller
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     return wrapper
 
@@ -90,9 +99,16 @@ def _main(
 
 
 def _settings(data_home: Path | None, model_home: Path | None, offline: bool):
-    from m2f_bench.settings import Settings
+    """The command's settings, also put in the environment until the command ends
+    (:func:`cli_errors` restores it): library code that resolves settings itself (model
+    cards found by ``unet-gan``, worker processes) then sees ``--data-home`` /
+    ``--model-home`` too, not only ``M2F_*`` variables."""
+    from m2f_bench.settings import DATA_HOME_ENV, MODEL_HOME_ENV, Settings
 
-    return Settings.resolve(data_home, model_home, offline=offline or None)
+    settings = Settings.resolve(data_home, model_home, offline=offline or None)
+    os.environ[DATA_HOME_ENV] = str(settings.data_home)
+    os.environ[MODEL_HOME_ENV] = str(settings.model_home)
+    return settings
 
 
 @contextlib.contextmanager
@@ -337,7 +353,11 @@ def evaluate(
     ] = None,
     limit: Annotated[
         int | None,
-        typer.Option(help="A balanced subset: about N/2 pairs, at most N images.", min=1),
+        typer.Option(
+            help="A balanced subset: about N/2 pairs, at most N images, but at least one "
+            "matched and one mismatched pair per fold (LFW test: 10 pairs).",
+            min=1,
+        ),
     ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     workers: Annotated[int, typer.Option(help="Processes for face preparation.", min=1)] = min(
@@ -484,7 +504,7 @@ def validate(
                 config = load_config(path)
                 init = getattr(config.model, "init", None)
                 if files and init:
-                    from m2f_bench.inpainters._nets import resolve_weights
+                    from m2f_bench.inpainters.cards import resolve_weights
 
                     weights = resolve_weights(init, config.model.name)
                     if not weights.is_file():
@@ -522,8 +542,8 @@ def _is_training_config(path: Path) -> bool:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False  # the protocol loader reports it properly
     return isinstance(data, dict) and "model" in data and "inpainters" not in data
 
@@ -558,7 +578,8 @@ def list_plugins(
         "datasets": DATASETS.names(),
         "detectors": DETECTORS.names(),
         "mask-types": MASK_STYLES.names(),
-        "models": [f"{m.filename}  ({m.origin}; {m.license})" for m in MODEL_FILES.values()],
+        "models": [f"{m.filename}  ({m.origin}; {m.license})" for m in MODEL_FILES.values()]
+        + _trained_models(),
     }
     if what != "all" and what not in groups:
         raise M2FError(f"unknown list {what!r}; choose {', '.join(groups)} or all")
@@ -567,6 +588,23 @@ def list_plugins(
             typer.echo(f"{name}:")
             for item in items:
                 typer.echo(f"  {item}")
+
+
+def _trained_models() -> list[str]:
+    """The model folders model lookup finds (model home, then the checkout's models/)."""
+    from m2f_bench.inpainters.cards import model_folders, read_card
+
+    lines = []
+    for folder in model_folders():
+        try:
+            card = read_card(folder)
+        except M2FError as exc:
+            lines.append(f"{folder.name}  (skipped: {exc})")
+            continue
+        kind = next((k for k in ("inpainter", "segmenter") if k in card), None)
+        what = f"{kind}: {card[kind]}" if kind else "no inpainter: or segmenter: key"
+        lines.append(f"{folder.name}  ({what}; {folder})")
+    return lines
 
 
 def _machine_line() -> str:
@@ -909,8 +947,9 @@ def unmask(
 
     import numpy as np
 
-    from m2f_bench.unmask import Unmasker, unmask_files
+    from m2f_bench.unmask import Unmasker, unmask_files, writable_folder
 
+    writable_folder(out)  # before the models load
     start = time.perf_counter()
     settings = _settings(None, model_home, offline)
     unmasker = Unmasker(
@@ -1006,6 +1045,65 @@ def package_model(
     )
     size = (card.parent / "model.safetensors").stat().st_size / 2**20
     typer.echo(f"{card} written ({size:.1f} MiB of weights)")
+
+
+@app.command("fit-gap")
+@cli_errors
+def fit_gap(
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="unet-gan / baseline-gan / unet-gan-blind (model card), weights files, model "
+            "or run folders."
+        ),
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(help="A `prepare` folder with the training and the held-out split."),
+    ],
+    limit: Annotated[int, typer.Option(help="Crops per split.", min=1)] = 512,
+    seed: Annotated[int, typer.Option(help="Seed of the mask draws (the configs' seed).")] = 0,
+    train_split: Annotated[str, typer.Option(help="The split the models trained on.")] = "train",
+    val_split: Annotated[str, typer.Option(help="Its held-out identities.")] = "val",
+    out: Annotated[Path | None, typer.Option(help="Also write the table as CSV.")] = None,
+) -> None:
+    """PSNR/SSIM of models on their own training faces and on held-out people.
+
+    Both splits are masked as training's validation masks them (seeded, no augmentation)
+    and scored with the evaluation's metric code. A large train − held-out gap means the
+    model is limited by the number of training faces, not by its size or training time.
+    """
+    from m2f_bench.training.fitgap import fit_gap as run_fit_gap
+
+    rows = []
+    for row in run_fit_gap(
+        models, data, limit=limit, seed=seed, train_split=train_split, val_split=val_split
+    ):
+        if not rows:
+            typer.echo(
+                f"{'model':40s} {'split':8s} {'images':>6s} {'PSNR':>7s} {'hole':>7s} {'SSIM':>7s}"
+            )
+        rows.append(row)
+        typer.echo(
+            f"{row.model:40s} {row.split:8s} {row.images:6d} {row.psnr:7.3f} "
+            f"{row.psnr_hole:7.3f} {row.ssim:7.4f}"
+        )
+        if row.split == val_split:
+            fitted = next(r for r in rows if r.model == row.model and r.split == train_split)
+            typer.echo(
+                f"{'':40s} {'gap':8s} {'':6s} {fitted.psnr - row.psnr:+7.3f} "
+                f"{fitted.psnr_hole - row.psnr_hole:+7.3f} {fitted.ssim - row.ssim:+7.4f}"
+            )
+    if out is not None:
+        import dataclasses
+
+        import pandas as pd
+
+        from m2f_bench._io import atomic_write_text
+
+        table = pd.DataFrame([dataclasses.asdict(r) for r in rows])
+        atomic_write_text(out, table.to_csv(index=False, float_format="%.4f"))
+        typer.echo(f"{out} written")
 
 
 @app.command("package-blind")

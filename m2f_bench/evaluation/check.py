@@ -77,8 +77,12 @@ def _check_inpainter(name: str, factory: Any, args: dict[str, Any], real: bool =
 
     if real and args.get("hole") == "exact":
         raise M2FError("real masks have no exact hole: use hole: predicted (or leave it out)")
+    from m2f_bench.inpainters.base import Inpainter
+
     rest, source = split_hole_args(args, factory)
     check_arguments(f"inpainter {name!r}", factory, rest)
+    if isinstance(factory, type) and issubclass(factory, Inpainter):
+        factory.check_spec(rest)
     check_hole_source(source, factory)
 
 
@@ -113,8 +117,8 @@ def check_files(protocol: Protocol, settings: Any, source: str = "<protocol>") -
                 if section == "inpainters":
                     from m2f_bench.evaluation.holes import check_hole_files, split_hole_args
 
-                    args, source = split_hole_args(args, factory)
-                    check_hole_files(source, factory, settings)
+                    args, holes = split_hole_args(args, factory)
+                    check_hole_files(holes, factory, settings)
                 check = getattr(factory, "check_files", None)
                 if check is not None:
                     check(args, settings)

@@ -60,16 +60,12 @@ class _Plugin(BaseModel):
     @classmethod
     def _safe_name(cls, value: str | None) -> str | None:
         # The name becomes a folder and a column name.
-        if value is not None and not _SAFE_NAME.match(value):
-            raise ValueError(f"{value!r} must be letters, digits, '.', '_' or '-'")
-        return value
+        return value if value is None else safe_name(value)
 
     @field_validator("type")
     @classmethod
     def _safe_type(cls, value: str) -> str:
-        if not _SAFE_NAME.match(value):
-            raise ValueError(f"{value!r} must be letters, digits, '.', '_' or '-'")
-        return value
+        return safe_name(value)
 
     def spec(self) -> dict[str, Any]:
         """``{"type": ..., **args}`` (plus ``name`` when set), for the factories."""
@@ -163,6 +159,12 @@ class Protocol(_Strict):
     )
     report: ReportSpec = ReportSpec()
 
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        # The default output folder is runs/<name>: no path, no "..".
+        return safe_name(value)
+
     @field_validator("inpainters", "recognizers")
     @classmethod
     def _unique_labels(cls, value: tuple[_Plugin, ...]) -> tuple[_Plugin, ...]:
@@ -174,6 +176,14 @@ class Protocol(_Strict):
 
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def safe_name(value: str) -> str:
+    """A name that can be a folder name: letters, digits, '.', '_', '-', not starting with
+    '.', '_' or '-'; anything else is a ValueError (pydantic reports it with its key)."""
+    if not _SAFE_NAME.match(value):
+        raise ValueError(f"{value!r} must be letters, digits, '.', '_' or '-'")
+    return value
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -233,7 +243,7 @@ def parse_protocol(data: Any, source: str = "<protocol>") -> Protocol:
         raise ProtocolError(f"{source}: a protocol must be a mapping of keys")
     if "version" not in data:
         raise ProtocolError(f"{source}: version: missing (this m2f-bench reads version 1)")
-    if data["version"] != PROTOCOL_VERSION:
+    if type(data["version"]) is not int or data["version"] != PROTOCOL_VERSION:
         raise ProtocolError(
             f"{source}: version: {data['version']!r} is not supported (this m2f-bench "
             f"reads version {PROTOCOL_VERSION})"
@@ -257,6 +267,8 @@ def load_protocol(path: str | os.PathLike) -> Protocol:
         raise ProtocolError(f"protocol file not found: {path}") from None
     except OSError as exc:
         raise ProtocolError(f"cannot read {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ProtocolError(f"cannot read {path}: not a text file (invalid UTF-8)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

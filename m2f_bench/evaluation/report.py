@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -41,6 +43,21 @@ def load_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     return results, per_image, pair_scores
 
 
+@contextlib.contextmanager
+def _damaged_tables(run_dir: Path) -> Iterator[None]:
+    """Saved tables that parse but lack a column or hold a malformed value (a file cut off
+    or edited by hand) stop ``report`` with one line naming the folder."""
+    try:
+        yield
+    except M2FError:
+        raise
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise M2FError(
+            f"cannot read the evaluation in {run_dir}: damaged tables or results.json "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+
+
 def rebuild(run_dir: str | os.PathLike) -> Path:
     """Recompute every aggregate from the per-item tables and rewrite the reports.
 
@@ -51,18 +68,22 @@ def rebuild(run_dir: str | os.PathLike) -> Path:
 
     run_dir = Path(run_dir)
     try:
-        schema = json.loads((run_dir / "results.json").read_text()).get("schema")
+        saved = json.loads((run_dir / "results.json").read_text())
     except (OSError, ValueError):
-        schema = None
-    if schema == "m2f-bench/real-masks/1":
+        saved = None
+    if isinstance(saved, dict) and saved.get("schema") == "m2f-bench/real-masks/1":
         from m2f_bench.evaluation.realmask import rebuild_real_masks
 
-        return rebuild_real_masks(run_dir)
+        with _damaged_tables(run_dir):
+            return rebuild_real_masks(run_dir)
     results, per_image, pair_scores = load_run(run_dir)
+    if not isinstance(results, dict):
+        raise M2FError(f"{run_dir / 'results.json'} is not a mapping of keys: not an evaluation")
     missing = [k for k in ("protocol", "inpainters", "recognizers", "metrics") if k not in results]
     if missing:
         raise M2FError(f"{run_dir / 'results.json'} lacks {', '.join(missing)}: not an evaluation")
-    results.update(aggregate(results, per_image, pair_scores))
+    with _damaged_tables(run_dir):
+        results.update(aggregate(results, per_image, pair_scores))
     atomic_write_json(run_dir / "results.json", results)
     write_summary_csv(run_dir, results)
     return render_report(run_dir, results, per_image, pair_scores)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from m2f_bench.errors import M2FError, ModelNotFoundError
+from m2f_bench.inpainters.cards import resolve_weights
+
+log = logging.getLogger(__name__)
 
 #: ``format`` metadata of a generator weight file written by m2f-bench.
 WEIGHTS_FORMAT = "m2f-bench-generator/1"
@@ -194,81 +198,6 @@ def read_weights(
 def read_generator(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """The metadata and tensors of a generator weight file (:func:`read_weights`)."""
     return read_weights(path)
-
-
-def _card(folder: Path) -> dict:
-    import yaml
-
-    try:
-        card = yaml.safe_load((folder / "card.yaml").read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise M2FError(f"{folder / 'card.yaml'}: invalid YAML: {exc}") from None
-    if not isinstance(card, dict):
-        raise M2FError(f"{folder / 'card.yaml'} must be a mapping of keys")
-    return card
-
-
-def model_folders() -> list[Path]:
-    """Folders searched for model cards: the model home's, then the checkout's ``models/``."""
-    from m2f_bench.settings import Settings
-
-    roots = [Settings.resolve().model_home, Path(__file__).resolve().parents[2] / "models"]
-    return [p.parent for root in roots for p in sorted(root.glob("*/card.yaml"))]
-
-
-def find_model(name: str, kind: str = "inpainter") -> Path:
-    """The model folder whose ``card.yaml`` says ``<kind>: <name>`` (the first one found).
-
-    Args:
-        name: The registered plug-in name (``unet-gan``, ``mask-unet`` ...).
-        kind: The card key naming it: ``inpainter`` or ``segmenter``.
-
-    Raises:
-        ModelNotFoundError: No card names that plug-in.
-    """
-    for folder in model_folders():
-        if _card(folder).get(kind) == name:
-            return folder
-    raise ModelNotFoundError(
-        f"{kind} {name!r}: no trained weights found (no models/*/card.yaml with "
-        f"'{kind}: {name}'); pass weights: a .safetensors file, a model folder or a "
-        "training run folder"
-    )
-
-
-def resolve_weights(
-    weights: str | Path | None, name: str, kind: str = "inpainter", file: str = "generator"
-) -> Path:
-    """The generator file meant by ``weights``.
-
-    Args:
-        weights: A ``.safetensors`` file, a model folder with ``card.yaml``, a training run
-            folder (its latest checkpoint's generator), a checkpoint folder, or None for
-            the model card that names the inpainter ``name``.
-        name: The plug-in asking.
-        kind: ``inpainter`` or ``segmenter`` (the card key naming the plug-in).
-        file: The network's file name in a checkpoint folder (``generator``, ``segmenter``).
-
-    Raises:
-        ModelNotFoundError: Nothing loadable at that path.
-    """
-    if weights is None:
-        return resolve_weights(find_model(name, kind), name, kind, file)
-    path = Path(weights).expanduser()
-    if path.is_file():
-        return path
-    if (path / "card.yaml").is_file():
-        return path / str(_card(path).get("weights", "model.safetensors"))
-    latest = path / "checkpoints" / "latest"
-    if latest.is_file():
-        step = latest.read_text(encoding="utf-8").strip()
-        return path / "checkpoints" / step / f"{file}.safetensors"
-    if (path / f"{file}.safetensors").is_file():  # a checkpoint folder
-        return path / f"{file}.safetensors"
-    raise ModelNotFoundError(
-        f"{kind} {name!r}: no weights at {path} (expected a .safetensors file, a model "
-        "folder with card.yaml, or a training run folder with checkpoints/latest)"
-    )
 
 
 def load_network(weights: str | Path | None, name: str, skips: bool) -> EncoderDecoderGenerator:

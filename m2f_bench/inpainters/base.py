@@ -58,6 +58,18 @@ class Inpainter(ABC):
         return {}
 
     @classmethod
+    def check_spec(cls, args: Mapping[str, Any]) -> None:
+        """Check the values of a protocol entry's arguments (names are checked against the
+        constructor already), without loading anything: ``validate`` calls it, so a bad
+        value is found before a run rather than when the inpainter is built. Default:
+        nothing to check.
+
+        Raises:
+            M2FError: A value the constructor would refuse.
+        """
+        return None
+
+    @classmethod
     def check_files(cls, args: dict[str, Any], settings: Any) -> None:
         """Check that the files this spec needs exist, before any stage runs.
 

@@ -6,6 +6,7 @@ This module imports no torch, so listing the registry stays light; the network
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -52,19 +53,19 @@ class UNetGANInpainter(Inpainter):
     ) -> None:
         import torch
 
-        from m2f_bench.inpainters._nets import load_network, resolve_weights
+        from m2f_bench.inpainters._nets import load_network
+        from m2f_bench.inpainters.cards import resolve_weights
 
         where = f"inpainter {self.model_name!r}"
-        if device not in ("cpu", "cuda"):
-            raise M2FError(f"{where}: device must be cpu or cuda, got {device!r}")
+        type(self).check_spec(
+            {"device": device, "batch_size": batch_size, "size": size, "flip_tta": flip_tta}
+        )
         if device == "cuda" and not torch.cuda.is_available():
             raise M2FError(f"{where}: CUDA is not available")
         batch_size = parse_batch_size(batch_size, where)
         self.size = parse_size(size, where, minimum=16)
         self.device = torch.device(device)
         self.batch_size = batch_size
-        if not isinstance(flip_tta, bool):
-            raise M2FError(f"{where}: flip_tta must be true or false, got {flip_tta!r}")
         self.flip_tta = flip_tta
         # A blind model loads its generator as the unet-gan network it is.
         self.weights_path = resolve_weights(weights, network_name or self.model_name)
@@ -78,8 +79,26 @@ class UNetGANInpainter(Inpainter):
         return facts | ({"flip_tta": True} if self.flip_tta else {})
 
     @classmethod
+    def check_spec(cls, args: Mapping[str, Any]) -> None:
+        """Device, batch size, size, flip_tta and the type of ``weights:`` (see
+        :meth:`Inpainter.check_spec`); whether CUDA is there is checked when it runs."""
+        from m2f_bench.inpainters.cards import weights_path
+
+        where = f"inpainter {cls.model_name!r}"
+        device = args.get("device", "cpu")
+        if device not in ("cpu", "cuda"):
+            raise M2FError(f"{where}: device must be cpu or cuda, got {device!r}")
+        parse_batch_size(args.get("batch_size"), where)
+        parse_size(args.get("size"), where, minimum=16)
+        flip_tta = args.get("flip_tta", False)
+        if not isinstance(flip_tta, bool):
+            raise M2FError(f"{where}: flip_tta must be true or false, got {flip_tta!r}")
+        if args.get("weights") is not None:
+            weights_path(args["weights"], where)
+
+    @classmethod
     def check_files(cls, args: dict[str, Any], settings: Any) -> None:
-        from m2f_bench.inpainters._nets import resolve_weights
+        from m2f_bench.inpainters.cards import resolve_weights
 
         path = resolve_weights(args.get("weights"), cls.model_name)
         if not path.is_file():

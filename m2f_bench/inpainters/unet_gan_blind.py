@@ -13,6 +13,7 @@ This module imports no torch at import time.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,15 +29,16 @@ def blind_model_files(weights: str | Path | None) -> tuple[Path, Path, dict[str,
     Raises:
         ModelNotFoundError: No such folder, no card, or a file the card names is missing.
     """
-    from m2f_bench.inpainters._nets import _card, find_model
+    from m2f_bench.inpainters.cards import find_model, read_card, weights_path
 
-    folder = find_model("unet-gan-blind") if weights is None else Path(weights).expanduser()
+    where = "inpainter 'unet-gan-blind'"
+    folder = find_model("unet-gan-blind") if weights is None else weights_path(weights, where)
     if not (folder / "card.yaml").is_file():
         raise ModelNotFoundError(
             f"inpainter 'unet-gan-blind': {folder} is not a model folder with card.yaml "
             "(naming generator_weights and segmenter_weights files)"
         )
-    card = _card(folder)
+    card = read_card(folder)
     files = []
     for key in ("generator", "segmenter"):
         path = folder / str(card.get(f"{key}_weights", f"{key}.safetensors"))
@@ -89,6 +91,16 @@ class BlindUNetGANInpainter(UNetGANInpainter):
             threshold=threshold,
             dilate=dilate,
             min_coverage=min_coverage,
+        )
+
+    @classmethod
+    def check_spec(cls, args: Mapping[str, Any]) -> None:
+        """The generator's arguments, then threshold, dilate and min_coverage."""
+        from m2f_bench.segmenters import Segmenter
+
+        super().check_spec(args)
+        Segmenter.check_hole_settings(
+            args.get("threshold", 0.5), args.get("dilate", 0), args.get("min_coverage", 0.03)
         )
 
     @classmethod

@@ -43,13 +43,22 @@ class Segmenter(ABC):
     name: str = "segmenter"
 
     def __init__(self, threshold: float = 0.5, dilate: int = 0, min_coverage: float = 0.03):
-        if not 0 < threshold < 1:
+        self.check_hole_settings(threshold, dilate, min_coverage)
+        self.threshold, self.dilate, self.min_coverage = float(threshold), dilate, min_coverage
+
+    @staticmethod
+    def check_hole_settings(threshold: Any, dilate: Any, min_coverage: Any) -> None:
+        """Raises M2FError (one line naming the argument) for a value the hole rule refuses."""
+
+        def number(value: Any) -> bool:
+            return isinstance(value, int | float) and not isinstance(value, bool)
+
+        if not (number(threshold) and 0 < threshold < 1):
             raise M2FError(f"segmenter: threshold must be between 0 and 1, got {threshold!r}")
         if not isinstance(dilate, int) or isinstance(dilate, bool) or dilate < 0:
             raise M2FError(f"segmenter: dilate must be an integer ≥ 0, got {dilate!r}")
-        if not 0 <= min_coverage < 1:
+        if not (number(min_coverage) and 0 <= min_coverage < 1):
             raise M2FError(f"segmenter: min_coverage must be in [0, 1), got {min_coverage!r}")
-        self.threshold, self.dilate, self.min_coverage = float(threshold), dilate, min_coverage
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that shape the holes (and, in subclasses, the weights' sha256)."""

@@ -40,7 +40,7 @@ class MaskUNetSegmenter(Segmenter):
     ) -> None:
         import torch
 
-        from m2f_bench.inpainters._nets import resolve_weights
+        from m2f_bench.inpainters.cards import resolve_weights
         from m2f_bench.segmenters._net import load_segmenter_network
 
         super().__init__(threshold, dilate, min_coverage)
@@ -60,7 +60,7 @@ class MaskUNetSegmenter(Segmenter):
     @classmethod
     def check_files(cls, args: dict[str, Any], settings: Any = None) -> None:
         from m2f_bench.errors import ModelNotFoundError
-        from m2f_bench.inpainters._nets import resolve_weights
+        from m2f_bench.inpainters.cards import resolve_weights
 
         path = resolve_weights(args.get("weights"), cls.model_name, "segmenter", "segmenter")
         if not path.is_file():

@@ -280,8 +280,13 @@ def load_config(path: str | os.PathLike) -> TrainConfig | SegmenterConfig:
         raise TrainConfigError(f"training config not found: {path}") from None
     except OSError as exc:
         raise TrainConfigError(f"cannot read {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise TrainConfigError(f"cannot read {path}: not a text file (invalid UTF-8)") from None
     except yaml.YAMLError as exc:
-        raise TrainConfigError(f"{path}: YAML syntax error: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise TrainConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
     return parse_config(data, str(path))
 
 

@@ -15,7 +15,8 @@ import torch
 
 from m2f_bench.errors import M2FError
 from m2f_bench.inpainters import INPAINTERS
-from m2f_bench.inpainters._nets import load_network, read_generator, resolve_weights
+from m2f_bench.inpainters._nets import load_network, read_generator
+from m2f_bench.inpainters.cards import resolve_weights
 
 #: Largest |ONNX − PyTorch| accepted on the check batch.
 TOLERANCE = 1e-4
@@ -93,7 +94,7 @@ def is_blind(model: str) -> bool:
         return True
     card = Path(model) / "card.yaml"
     if card.is_file():
-        from m2f_bench.inpainters._nets import _card
+        from m2f_bench.inpainters.cards import read_card as _card
 
         return _card(Path(model)).get("inpainter") == "unet-gan-blind"
     return False

@@ -217,11 +217,12 @@ class Trainer:
             M2FError: The weights belong to another inpainter or another architecture.
         """
         from m2f_bench.inpainters import INPAINTERS
-        from m2f_bench.inpainters._nets import load_network, resolve_weights
+        from m2f_bench.inpainters._nets import load_network
+        from m2f_bench.inpainters.cards import resolve_weights
 
         name = self.config.model.name
-        path = resolve_weights(weights, name)
         try:
+            path = resolve_weights(weights, name)
             loaded = load_network(path, name, INPAINTERS.get(name).skips)
         except M2FError as exc:
             raise M2FError(f"model.init: {exc}") from None

@@ -306,7 +306,7 @@ def package_blind(
 
     from m2f_bench._download import sha256_file
     from m2f_bench._io import atomic_write_text
-    from m2f_bench.inpainters._nets import _card
+    from m2f_bench.inpainters.cards import read_card as _card
 
     generator, segmenter, out_dir = Path(generator), Path(segmenter), Path(out_dir)
     g_card, s_card = _card(generator), _card(segmenter)
@@ -425,7 +425,7 @@ def init_facts(init: str, name: str) -> dict[str, Any]:
     import yaml
 
     from m2f_bench._download import sha256_file
-    from m2f_bench.inpainters._nets import resolve_weights
+    from m2f_bench.inpainters.cards import resolve_weights
 
     facts: dict[str, Any] = {"weights": init}
     try:
