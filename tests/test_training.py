@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 torch = pytest.importorskip("torch")
 
@@ -840,3 +841,170 @@ def test_fit_gap_refuses_what_it_cannot_load(prepared, tmp_path):
 def test_a_missing_init_is_named_by_its_config_key(prepared, tmp_path):
     with pytest.raises(M2FError, match=r"^model\.init: .*no weights at"):
         run(prepared, tmp_path / "r", model={"init": str(tmp_path / "nope")})
+
+
+def _copy_run(finished_run: Path, dest: Path) -> Path:
+    shutil.copytree(finished_run, dest)
+    return dest
+
+
+def test_a_damaged_checkpoint_is_one_line_that_points_at_the_older_one(
+    prepared, finished_run, tmp_path
+):
+    bad_state = _copy_run(finished_run, tmp_path / "state")
+    latest = latest_checkpoint(bad_state)
+    (latest / "state.json").write_text('{"step": 8, "conf')
+    with pytest.raises(M2FError, match=r"is damaged: JSONDecodeError.*step-0000004") as info:
+        run(prepared, bad_state, resume=True)
+    assert "\n" not in str(info.value)
+    bad_weights = _copy_run(finished_run, tmp_path / "weights")
+    path = latest_checkpoint(bad_weights) / "generator.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(M2FError, match="is damaged"):
+        run(prepared, bad_weights, resume=True)
+    # The older checkpoint, named in latest, resumes.
+    (bad_weights / "checkpoints" / "latest").write_text("step-0000004")
+    assert run(prepared, bad_weights, resume=True).step == 8
+    empty = _copy_run(finished_run, tmp_path / "empty")
+    (empty / "checkpoints" / "latest").write_text("")
+    with pytest.raises(M2FError, match="names 'no checkpoint'"):
+        run(prepared, empty, resume=True)
+
+
+def test_resuming_a_run_of_the_other_kind_is_refused(prepared, finished_run):
+    from test_segmenter_training import seg_config
+
+    from m2f_bench.training.loop import _check_resumable
+
+    segmenter = parse_config(seg_config(prepared))
+    state = json.loads((latest_checkpoint(finished_run) / "state.json").read_text())
+    with pytest.raises(M2FError, match="an inpainter run and this config trains a segmenter"):
+        _check_resumable(state["config"], segmenter, finished_run)
+
+
+def test_damaged_training_data_is_one_line(prepared, tmp_path):
+    from m2f_bench.training.data import PreparedSplit
+
+    copy = tmp_path / "data"
+    shutil.copytree(prepared, copy)
+    (copy / "manifest.csv").write_text("")
+    with pytest.raises(M2FError, match="not a readable manifest"):
+        PreparedSplit(copy, "train")
+    shutil.copy(prepared / "manifest.csv", copy / "manifest.csv")
+    split = PreparedSplit(copy, "train")
+    landmarks = copy / prepared_path("landmarks", split.image_ids[0])
+    landmarks.write_text('{"landm')
+    with pytest.raises(M2FError, match="damaged landmarks file"):
+        split.load(0)
+
+
+def test_an_error_in_a_data_loader_worker_is_one_line(prepared, tmp_path):
+    from m2f_bench.cli.main import app
+
+    copy = tmp_path / "data"
+    shutil.copytree(prepared, copy)
+    # The first crop of each split is read in this process (its size; validation): the
+    # others, read by the worker, are cut off.
+    intact = {_split_ids(prepared, "train")[0], _split_ids(prepared, "val")[0]}
+    for crop in (copy / "crops").rglob("*.png"):
+        if crop.stem not in intact:
+            crop.write_bytes(crop.read_bytes()[:50])
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(copy, data={"workers": 1, "val_limit": 1})))
+    result = CliRunner().invoke(app, ["train", str(config), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "in a data-loader worker" in errors[0], result.output
+    assert "Traceback" not in result.output
+
+
+def _split_ids(root: Path, split: str) -> list[str]:
+    from m2f_bench.training.data import PreparedSplit
+
+    return PreparedSplit(root, split).image_ids
+
+
+@pytest.mark.parametrize(
+    ("sections", "match"),
+    [
+        ({"seed": -1}, "seed"),
+        ({"seed": 10**24}, "seed"),
+        ({"discriminator": {"widths": [0]}}, "discriminator.widths"),
+        ({"model": {"widths": [8, -16, 32]}}, "model.widths"),
+    ],
+)
+def test_config_values_that_cannot_train_are_refused(prepared, sections, match):
+    with pytest.raises(M2FError, match=match):
+        parse_config(tiny_config(prepared, **sections))
+
+
+def test_crops_the_network_cannot_fold_are_refused_before_training(prepared, tmp_path):
+    with pytest.raises(M2FError, match=r"multiples of 12 .*model\.unshuffle"):
+        run(prepared, tmp_path / "r", model={"unshuffle": 3})
+
+
+def test_package_model_checks_results_before_writing_and_skips_a_cut_off_line(
+    finished_run, tmp_path
+):
+    from m2f_bench.training.package import package_model
+
+    run_dir = _copy_run(finished_run, tmp_path / "run")
+    with (run_dir / "validation.jsonl").open("a") as f:
+        f.write('{"step": 9, "ps')
+    out = tmp_path / "model"
+    for content in ("[]", "{not json", json.dumps({"summary": [{"inpainter": "lama"}]})):
+        (tmp_path / "r.json").write_text(content)
+        with pytest.raises(M2FError) as info:
+            package_model(run_dir, out, results=tmp_path / "r.json")
+        assert "\n" not in str(info.value)
+        assert not out.exists()  # nothing written
+    card = yaml.safe_load(package_model(run_dir, out).read_text())
+    assert card["validation"]["step"] == 8
+
+
+def test_train_refuses_a_model_folder_and_a_fresh_start_drops_stale_validation(
+    prepared, finished_run, tmp_path, caplog
+):
+    from m2f_bench.training.package import package_model
+
+    model = tmp_path / "model"
+    package_model(finished_run, model)
+    before = (model / "config.yaml").read_text()
+    with pytest.raises(M2FError, match="is a model folder"):
+        run(prepared, model)
+    assert (model / "config.yaml").read_text() == before
+    # A stopped attempt that kept no checkpoint: its validation lines go.
+    out = tmp_path / "again"
+    out.mkdir()
+    (out / "validation.jsonl").write_text('{"step": 6, "psnr": 1.0}\n')
+    with caplog.at_level("WARNING"):
+        run(prepared, out, resume=True, optim={"steps": 2}, log={"every": 1})
+    assert "nothing to resume" in caplog.text
+    steps = [json.loads(x)["step"] for x in (out / "validation.jsonl").read_text().splitlines()]
+    assert 6 not in steps
+
+
+def test_validate_names_the_training_files_that_are_missing_or_unfit(prepared, tmp_path):
+    from m2f_bench.cli.main import app
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"\x00" * 16)
+    config = tmp_path / "c.yaml"
+    data = tiny_config(tmp_path / "nowhere", model={"init": str(weights)})
+    config.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["validate", str(config)])
+    assert result.exit_code == 2
+    line = result.output.strip()
+    assert line.count("\n") == 0 and line.startswith(f"error: {config}: data.root")
+    assert "model.init" in line and "not a readable weights file" in line
+
+
+def test_export_onnx_makes_the_folder_and_refuses_a_folder_as_out(finished_run, tmp_path):
+    from m2f_bench.cli.main import app
+
+    result = CliRunner().invoke(app, ["export-onnx", str(finished_run), str(tmp_path)])
+    assert result.exit_code == 2 and "is a folder" in result.output
+    out = tmp_path / "new" / "sub" / "g.onnx"
+    result = CliRunner().invoke(app, ["export-onnx", str(finished_run), str(out), "--size", "64"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file()

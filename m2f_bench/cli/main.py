@@ -45,6 +45,16 @@ Detector = Annotated[
 ]
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of an error; one raised in a PyTorch DataLoader worker arrives with the
+    worker's traceback in it, of which the last line is the message."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return "in a data-loader worker: " + (last.split(": ", 1)[1] if ": " in last else last)
+
+
 def cli_errors(func):
     """Turn user errors into one line on stderr and exit code 2; Ctrl-C into exit 130."""
 
@@ -56,11 +66,11 @@ def cli_errors(func):
         try:
             return func(*args, **kwargs)
         except M2FError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {_one_line(exc)}", err=True)
             raise typer.Exit(2) from None
         except OSError as exc:  # unwritable folder, disk full, a file where a folder goes
             where = f": {exc.filename}" if exc.filename else ""
-            typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
+            typer.echo(f"error: {exc.strerror or _one_line(exc)}{where}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted; run the same command again to resume", err=True)
@@ -502,13 +512,7 @@ def validate(
                 from m2f_bench.training.config import load_config
 
                 config = load_config(path)
-                init = getattr(config.model, "init", None)
-                if files and init:
-                    from m2f_bench.inpainters.cards import resolve_weights
-
-                    weights = resolve_weights(init, config.model.name)
-                    if not weights.is_file():
-                        raise M2FError(f"{path}: model.init: weight file not found: {weights}")
+                problems = _training_file_problems(config) if files else []
                 identity = getattr(config.loss, "identity", 0)
                 if files and identity:
                     from m2f_bench.recognition.arcface_onnx import resolve_model
@@ -516,7 +520,9 @@ def validate(
                     try:
                         resolve_model(config.loss.identity_model, settings)
                     except M2FError as exc:
-                        raise M2FError(f"{path}: loss.identity_model: {exc}") from None
+                        problems.append(f"loss.identity_model: {exc}")
+                if problems:  # every problem at once
+                    raise M2FError(f"{path}: " + "; ".join(problems))
                 typer.echo(f"{path}: ok (training config)")
                 continue
             protocol = load_protocol(path)
@@ -536,6 +542,55 @@ def validate(
         typer.echo(f"{path}: ok")
     if failed:
         raise typer.Exit(2)
+
+
+def _training_file_problems(config) -> list[str]:
+    """The files a training config reads: its prepared data, ``model.init`` (whose weights
+    must be this model's) and, for predicted holes, the segmenter's weights; one entry,
+    naming the key, per missing or unfit file."""
+    from m2f_bench.inpainters.cards import resolve_weights
+
+    problems = []
+    manifest = Path(config.data.root) / "manifest.csv"
+    if not manifest.is_file():
+        problems.append(f"data.root: {manifest} not found (m2f-bench prepare ... --out)")
+    init = getattr(config.model, "init", None)
+    try:
+        if init:
+            weights = resolve_weights(init, config.model.name)
+            found = _weights_network(weights)
+            if found != config.model.name:
+                problems.append(f"model.init: {weights} holds {found!r} weights")
+    except M2FError as exc:
+        problems.append(f"model.init: {exc}")
+    if getattr(config.data, "holes", "exact") == "predicted":
+        try:
+            weights = resolve_weights(
+                config.data.segmenter, "mask-unet", kind="segmenter", file="segmenter"
+            )
+            if not weights.is_file():
+                raise M2FError(f"weight file not found: {weights}")
+        except M2FError as exc:
+            problems.append(f"data.segmenter: {exc}")
+    return problems
+
+
+def _weights_network(weights: Path) -> str | None:
+    """The network a weights file says it holds (its header only; no torch).
+
+    Raises:
+        M2FError: Missing, or not a readable safetensors file.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    if not weights.is_file():
+        raise M2FError(f"weight file not found: {weights}")
+    try:
+        with safe_open(str(weights), framework="numpy") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise M2FError(f"{weights}: not a readable weights file ({exc})") from None
+    return metadata.get("inpainter") or metadata.get("segmenter")
 
 
 def _is_training_config(path: Path) -> bool:
@@ -693,7 +748,7 @@ def benchmark_train(
     import torch
 
     from m2f_bench.training.benchmark import benchmark_inference, benchmark_training, format_line
-    from m2f_bench.training.config import load_config
+    from m2f_bench.training.config import TrainConfig, load_config
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -712,6 +767,11 @@ def benchmark_train(
     )
     for path in paths:
         spec = load_config(path)
+        if not isinstance(spec, TrainConfig):
+            raise M2FError(
+                f"{path} trains a segmenter: `benchmark train` times the inpainters "
+                "(segmenters: m2f-bench benchmark segment)"
+            )
         typer.echo(format_line(benchmark_training(spec, device=device, steps=steps)))
         for line in benchmark_inference(spec, device=device, onnx=onnx):
             typer.echo(format_line(line))
@@ -903,6 +963,7 @@ def train(
         )
     if result.stopped == "interrupted":
         typer.echo(f"resume with: m2f-bench train {config} --out {out} --resume")
+        raise typer.Exit(130)  # as an interrupted command exits: a script can tell
 
 
 @app.command()

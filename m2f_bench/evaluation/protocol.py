@@ -184,6 +184,8 @@ def safe_name(value: str) -> str:
     if not _SAFE_NAME.match(value):
         raise ValueError(f"{value!r} must be letters, digits, '.', '_' or '-'")
     return value
+
+
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 

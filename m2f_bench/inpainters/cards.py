@@ -112,8 +112,14 @@ def resolve_weights(
         return path / str(read_card(path).get("weights", "model.safetensors"))
     latest = path / "checkpoints" / "latest"
     if latest.is_file():
-        step = latest.read_text(encoding="utf-8").strip()
-        return path / "checkpoints" / step / f"{file}.safetensors"
+        step = latest.read_text(encoding="utf-8", errors="replace").strip()
+        found = path / "checkpoints" / step / f"{file}.safetensors"
+        other = "segmenter" if file == "generator" else "generator"
+        if not found.is_file() and (found.parent / f"{other}.safetensors").is_file():
+            raise ModelNotFoundError(
+                f"{kind} {name!r}: {path} is a run that trained a {other}, not a {file}"
+            )
+        return found
     if (path / f"{file}.safetensors").is_file():  # a checkpoint folder
         return path / f"{file}.safetensors"
     raise ModelNotFoundError(

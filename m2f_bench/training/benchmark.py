@@ -88,6 +88,7 @@ def benchmark_training(
     kind = resolve_device(device)
     with tempfile.TemporaryDirectory(prefix="m2f-bench-train-") as tmp:
         trainer = Trainer(config, Path(tmp), DistContext(0, 1, kind))
+        trainer.check_size(size, size)
         trainer.step = config.loss.gan_start_step  # time the steps with the GAN terms on
         # What the data loader yields: uint8 NHWC crops and an N×H×W hole.
         floats = _batch(size, config.optim.batch_size)

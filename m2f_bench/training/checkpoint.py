@@ -47,10 +47,48 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     pointer = checkpoint_dir(run_dir) / "latest"
     if not pointer.is_file():
         return None
-    path = checkpoint_dir(run_dir) / pointer.read_text(encoding="utf-8").strip()
-    if not (path / "state.json").is_file():
-        raise M2FError(f"{pointer} names {path.name}, which is incomplete or missing")
+    name = pointer.read_text(encoding="utf-8", errors="replace").strip()
+    path = checkpoint_dir(run_dir) / name
+    if not name or "/" in name or not (path / "state.json").is_file():
+        raise M2FError(
+            f"{pointer} names {name or 'no checkpoint'!r}, which is incomplete or missing"
+            f"{_others(pointer)}"
+        )
     return path
+
+
+def read_state(path: str | Path) -> dict[str, Any]:
+    """A checkpoint folder's ``state.json``.
+
+    Raises:
+        M2FError: Missing, cut off or not JSON (one line; it names the run's other
+            checkpoints, which may be intact).
+    """
+    path = Path(path)
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError included
+        raise M2FError(f"checkpoint {path} is damaged: {_reason(exc)}{_others(path)}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise M2FError(f"checkpoint {path} is damaged: state.json has no step{_others(path)}")
+    return state
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}: {exc.filename}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _others(path: Path) -> str:
+    """Where to look next: the run's other checkpoint folders (``latest`` may name one)."""
+    others = sorted(p.name for p in path.parent.glob("step-*") if p != path)
+    if not others:
+        return ""
+    return (
+        f"; the run has {', '.join(others)}: write one of those names into "
+        f"{path.parent / 'latest'} to resume from it"
+    )
 
 
 def _split_optimizer(
@@ -180,8 +218,10 @@ def load_checkpoint(
         M2FError: The checkpoint does not fit the networks or optimisers built from the
             config.
     """
+    from safetensors import SafetensorError
+
     path = Path(path)
-    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    state = read_state(path)
     try:
         modules = dict(networks or {})
         if generator is not None:
@@ -193,6 +233,8 @@ def load_checkpoint(
         tensors = load_file(str(path / "optimizer.safetensors"))
         for name, opt in optimizers.items():
             opt.load_state_dict(_join_optimizer(name, state["optimizers"][name], tensors))
+    except SafetensorError as exc:
+        raise M2FError(f"checkpoint {path} is damaged: {exc}{_others(path)}") from None
     except (RuntimeError, KeyError, ValueError) as exc:
         raise M2FError(f"checkpoint {path} does not fit this config: {exc}") from None
     for name, scheduler in schedulers.items():
@@ -216,7 +258,7 @@ def best_validation(run_dir: str | Path, up_to_step: int | None = None) -> dict[
     path = best_dir(run_dir) / "state.json"
     if not path.is_file():
         return None
-    state = json.loads(path.read_text(encoding="utf-8"))
+    state = read_state(path.parent)
     if up_to_step is not None and state["step"] > up_to_step:
         return None
     return state["validation"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 from m2f_bench.errors import M2FError
 from m2f_bench.evaluation.protocol import _format_errors, expand_env
@@ -33,7 +33,7 @@ class ModelSpec(_Strict):
     """The generator: a registered learned inpainter and its architecture's arguments."""
 
     name: Literal["unet-gan", "baseline-gan"]
-    widths: tuple[int, ...] = Field((32, 64, 128, 256), min_length=2)
+    widths: tuple[PositiveInt, ...] = Field((32, 64, 128, 256), min_length=2)
     bottleneck_blocks: int = Field(2, ge=0)
     unshuffle: int = Field(2, ge=1)
     init: str | None = Field(
@@ -58,7 +58,7 @@ class ModelSpec(_Strict):
 
 
 class DiscriminatorSpec(_Strict):
-    widths: tuple[int, ...] = Field((32, 64, 128), min_length=1)
+    widths: tuple[PositiveInt, ...] = Field((32, 64, 128), min_length=1)
     unshuffle: int = Field(2, ge=1)
     lr: float = Field(2e-4, gt=0)
     every: int = Field(1, ge=1, description="update the discriminator every N steps")
@@ -167,7 +167,7 @@ class _RunConfig(_Strict):
     version: Literal[1]
     name: str
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63, description="seeds every random draw of the run")
 
     @field_validator("name")
     @classmethod
@@ -194,7 +194,7 @@ class SegmenterModelSpec(_Strict):
     """The mask segmenter: a registered segmenter and its architecture's arguments."""
 
     name: Literal["mask-unet"]
-    widths: tuple[int, ...] = Field((16, 32, 64, 128), min_length=2)
+    widths: tuple[PositiveInt, ...] = Field((16, 32, 64, 128), min_length=2)
     bottleneck_blocks: int = Field(2, ge=0)
     unshuffle: int = Field(2, ge=1)
 

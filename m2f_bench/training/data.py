@@ -63,7 +63,11 @@ class PreparedSplit:
                 f"{manifest} not found; make it with `m2f-bench prepare DATASET --out {self.root}`"
             )
         columns = ["image_id", "split", "status", "crop_path"]
-        rows = pd.read_csv(manifest, usecols=lambda c: c in columns, dtype=str)
+        try:
+            rows = pd.read_csv(manifest, usecols=lambda c: c in columns, dtype=str)
+        except ValueError as exc:  # empty, cut off, not CSV, not UTF-8
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise M2FError(f"{manifest}: not a readable manifest ({first})") from None
         missing = sorted(set(columns) - {"crop_path"} - set(rows.columns))
         if missing:
             raise M2FError(f"{manifest} lacks the column(s) {', '.join(missing)}")
@@ -88,8 +92,14 @@ class PreparedSplit:
         """The crop (uint8 H×W×3 RGB) and its 68 landmarks (float 68×2, crop pixels)."""
         image_id = self.image_ids[index]
         crop = read_image(self.root / self._crops[index])
-        record = json.loads((self.root / prepared_path("landmarks", image_id)).read_text())
-        return crop, np.asarray(record["landmarks"], dtype=np.float64)
+        path = self.root / prepared_path("landmarks", image_id)
+        try:
+            landmarks = np.asarray(json.loads(path.read_text())["landmarks"], dtype=np.float64)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise M2FError(f"{path}: damaged landmarks file ({type(exc).__name__})") from None
+        if landmarks.shape != (68, 2):
+            raise M2FError(f"{path}: expected 68 (x, y) landmarks, got shape {landmarks.shape}")
+        return crop, landmarks
 
 
 def colour_jitter(

@@ -42,6 +42,13 @@ def export_onnx(model: str, out: str | Path, *, size: int = 128, opset: int = 17
 
     from m2f_bench._io import atomic_write_bytes
 
+    out = Path(out)
+    if out.is_dir():
+        raise M2FError(f"{out} is a folder: give the .onnx file to write")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise M2FError(f"cannot create {out.parent}: {exc.strerror or exc}") from None
     if is_blind(model):
         return export_blind_onnx(model, out, size=size, opset=opset)
     weights = resolve_weights(None if model in INPAINTERS else model, model)

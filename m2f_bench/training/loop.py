@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -42,6 +43,7 @@ from m2f_bench.training.checkpoint import (
     best_validation,
     latest_checkpoint,
     load_checkpoint,
+    read_state,
     save_best,
     save_checkpoint,
 )
@@ -141,11 +143,20 @@ def _check_resumable(
 ) -> None:
     from m2f_bench.training.config import parse_config
 
-    before, now = _comparable(parse_config(saved, str(where))), _comparable(config)
+    previous = parse_config(saved, str(where))
+    if type(previous) is not type(config):
+        kinds = {TrainConfig: "an inpainter", SegmenterConfig: "a segmenter"}
+        raise M2FError(
+            f"cannot resume {where}: it is {kinds[type(previous)]} run and this config "
+            f"trains {kinds[type(config)]}; train into a new --out folder instead"
+        )
+    before, now = _comparable(previous), _comparable(config)
     changed = []
     for section, value in now.items():
         if isinstance(value, dict):
-            changed += [f"{section}.{k}" for k in value if before[section].get(k) != value[k]]
+            old = before.get(section)
+            old = old if isinstance(old, dict) else {}
+            changed += [f"{section}.{k}" for k in value if old.get(k) != value[k]]
         elif before.get(section) != value:
             changed.append(section)
     if changed:
@@ -209,6 +220,22 @@ class Trainer:
         self.autocast = (
             (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else nullcontext
         )
+
+    def check_size(self, height: int, width: int) -> None:
+        """Refuse crops the networks cannot fold: sides must be multiples of the generator's
+        coarsest cell (model.unshuffle × 2^(levels − 1)) and of discriminator.unshuffle.
+
+        Raises:
+            M2FError: One line naming the keys to change.
+        """
+        cell = self.generator.multiple
+        block = self.config.discriminator.unshuffle
+        if height % cell or width % cell or height % block or width % block:
+            raise M2FError(
+                f"the crops are {height}×{width} px: their sides must be multiples of "
+                f"{cell} (model.unshuffle × 2^(levels − 1)) and of {block} "
+                "(discriminator.unshuffle); change those keys or the crop size"
+            )
 
     def init_from(self, weights: str) -> Path:
         """Load the generator weights a second training stage starts from.
@@ -395,7 +422,16 @@ def _sample_grid(val: ValidationSet, restored: np.ndarray, count: int) -> np.nda
 def _prepare_run_dir(
     config: TrainConfig | SegmenterConfig, run_dir: Path, resume: bool
 ) -> Path | None:
-    """Check the run folder against ``--resume``; return the checkpoint to resume from."""
+    """Check the run folder against ``--resume``; return the checkpoint to resume from.
+
+    Starting afresh in a folder a stopped attempt left without a checkpoint drops that
+    attempt's validation lines (TensorBoard's are purged when its writer opens).
+    """
+    if (run_dir / "card.yaml").is_file() or any(run_dir.glob("*.safetensors")):
+        raise M2FError(
+            f"{run_dir} is a model folder (card.yaml or weights), not a run; train into "
+            "another --out and package it with package-model"
+        )
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None and not resume:
         raise M2FError(
@@ -403,9 +439,12 @@ def _prepare_run_dir(
             "pass --resume to continue it, or choose another --out"
         )
     if checkpoint is not None:
-        state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
-        _check_resumable(state["config"], config, checkpoint)
-    return checkpoint
+        _check_resumable(read_state(checkpoint)["config"], config, checkpoint)
+        return checkpoint
+    if resume:
+        log.warning("nothing to resume in %s (no checkpoint); starting at step 0", run_dir)
+    truncate_validation(run_dir, 0)
+    return None
 
 
 def truncate_validation(run_dir: Path, step: int) -> None:
@@ -488,6 +527,7 @@ def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
     checkpoint = _prepare_run_dir(config, run_dir, resume)
     train_split = PreparedSplit(spec.root, spec.train_split)
     trainer = Trainer(config, run_dir, ctx)
+    trainer.check_size(*train_split.load(0)[0].shape[:2])
     if checkpoint is not None:
         state = load_checkpoint(
             checkpoint,
@@ -531,10 +571,13 @@ def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
     loader = make_loader(TrainingSamples(train_split, spec, config.seed), sampler, spec.workers)
     writer = None
     if ctx.is_main:
+        # TensorBoard imports TensorFlow when it is installed: keep its start-up notices
+        # (CPU features, absl) off stderr, where they would bury one-line errors.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step drops events logged after the checkpoint by an interrupted attempt.
-        writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=trainer.step or None)
+        writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=trainer.step)
 
     def save() -> Path | None:
         if not ctx.is_main:

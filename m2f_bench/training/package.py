@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from m2f_bench.errors import M2FError
-from m2f_bench.training.checkpoint import best_dir, latest_checkpoint
+from m2f_bench.training.checkpoint import best_dir, latest_checkpoint, read_state
 
 #: Summary columns copied into the card's ``test`` section.
 _TEST_COLUMNS = (
@@ -44,13 +44,29 @@ def _last_validation(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / "validation.jsonl"
     if not path.is_file():
         return None
-    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:  # a line cut off by a stopped run is left out, as a resumed run drops it
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "step" in record:
+            lines.append(record)
     return lines[-1] if lines else None
 
 
 def _test_figures(results_path: Path, inpainter: str) -> dict[str, Any]:
-    results = json.loads(Path(results_path).read_text(encoding="utf-8"))
-    rows = [r for r in results.get("summary") or [] if r.get("inpainter") == inpainter]
+    try:
+        results = json.loads(Path(results_path).read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise M2FError(f"{results_path}: not an evaluation's results.json ({exc})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("summary") or [], list):
+        raise M2FError(f"{results_path}: not an evaluation's results.json (no summary list)")
+    rows = [
+        r
+        for r in results.get("summary") or []
+        if isinstance(r, dict) and r.get("inpainter") == inpainter
+    ]
     if not rows:
         raise M2FError(f"{results_path} has no summary row for inpainter {inpainter!r}")
     protocol = results.get("protocol") or {}
@@ -111,7 +127,7 @@ def package_model(
         checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         raise M2FError(f"{run_dir} has no checkpoint to package")
-    state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+    state = read_state(checkpoint)
     config, run = state["config"], state.get("run") or {}
     if (checkpoint / "segmenter.safetensors").is_file():
         return _package_segmenter(run_dir, checkpoint, state, out_dir, fp16, command, notes)
@@ -121,6 +137,8 @@ def package_model(
     init = run.get("init")  # what the run started from, recorded when it started
     if init is None and config["model"].get("init"):
         init = init_facts(config["model"]["init"], name)
+    # Also before: a bad --results must not leave new weights beside an old card.
+    test = None if results is None else _test_figures(Path(results), name)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / "model.safetensors"
     _write_fp16(tensors, metadata, weights, fp16)
@@ -159,8 +177,8 @@ def package_model(
         card["training"]["init"] = init
     if notes:
         card["training"]["notes"] = notes
-    if results is not None:
-        card["test"] = _test_figures(Path(results), name)
+    if test is not None:
+        card["test"] = test
     return _write_folder(out_dir, card, _readme(card), config)
 
 
@@ -316,6 +334,7 @@ def package_blind(
             f"{generator} ({g_card.get('inpainter')!r}) and {segmenter} "
             f"({s_card.get('segmenter')!r})"
         )
+    test = None if results is None else _test_figures(Path(results), "unet-gan-blind")
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {}
     for key, folder, card in (("generator", generator, g_card), ("segmenter", segmenter, s_card)):
@@ -359,8 +378,8 @@ def package_blind(
             card["components"][key]["training"] = training | {"config": name}
     if notes:
         card["notes"] = notes
-    if results is not None:
-        card["test"] = _test_figures(Path(results), "unet-gan-blind")
+    if test is not None:
+        card["test"] = test
     return _write_folder(out_dir, card, _blind_readme(card))
 
 

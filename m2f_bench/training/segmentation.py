@@ -16,6 +16,7 @@ the GAN loop (:mod:`m2f_bench.training.loop`), whose helpers this module shares.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -219,7 +220,6 @@ def train_segmenter(
         TrainingDiverged: The loss became NaN or infinite; the last checkpoint is kept.
         M2FError: The run folder holds another run, the data is missing, ...
     """
-    import os
 
     from m2f_bench.training.distributed import DistContext
 
@@ -235,6 +235,13 @@ def train_segmenter(
     network = MaskSegmenterNet(**config.model.arch_args()).to(
         kind, memory_format=torch.channels_last
     )
+    height, width = train_split.load(0)[0].shape[:2]
+    if height % network.multiple or width % network.multiple:
+        raise M2FError(
+            f"the crops are {height}×{width} px: their sides must be multiples of "
+            f"{network.multiple} (model.unshuffle × 2^(levels − 1)); change those keys or "
+            "the crop size"
+        )
     optimizer = torch.optim.Adam(network.parameters(), config.optim.lr, betas=config.optim.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config.optim))
     step = 0
@@ -255,9 +262,12 @@ def train_segmenter(
         len(train_split), config.optim.batch_size, config.optim.steps, config.seed, start_step=step
     )
     loader = make_loader(SegmentSamples(train_split, config), sampler, spec.workers)
+    # TensorBoard imports TensorFlow when it is installed: keep its start-up notices
+    # (CPU features, absl) off stderr, where they would bury one-line errors.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step or None)
+    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step)
     autocast = config.amp and kind.type == "cuda"
     name = config.model.name
 
