@@ -185,3 +185,9 @@ def test_validate_checks_argument_values_without_loading_models(tmp_path, kind, 
         )
     )
     assert key in text
+
+
+def test_a_bad_hole_mode_is_reported_once(tmp_path):
+    data = {**MINIMAL, "inpainters": [{"type": "opencv-telea", "hole": "maybe"}]}
+    text = _one_line_error(runner.invoke(app, ["validate", _write(tmp_path / "p.yaml", data)]))
+    assert text.count("hole must be one of") == 1, text

@@ -117,7 +117,10 @@ def check_files(protocol: Protocol, settings: Any, source: str = "<protocol>") -
                 if section == "inpainters":
                     from m2f_bench.evaluation.holes import check_hole_files, split_hole_args
 
-                    args, holes = split_hole_args(args, factory)
+                    try:
+                        args, holes = split_hole_args(args, factory)
+                    except M2FError:
+                        continue  # check_protocol reports a bad hole: or segmenter:
                     check_hole_files(holes, factory, settings)
                 check = getattr(factory, "check_files", None)
                 if check is not None:
