@@ -41,7 +41,7 @@ def test_weights_that_are_not_a_path_are_refused_by_validate(tmp_path, weights):
     for kind in ("unet-gan", "unet-gan-blind"):
         data = {**MINIMAL, "inpainters": [{"type": kind, "weights": weights}]}
         text = _one_line_error(runner.invoke(app, ["validate", _write(tmp_path / "p.yaml", data)]))
-        assert "weights must be a path" in text and f"inpainters.0 ({kind})" in text
+        assert text.count("weights must be a path") == 1 and f"inpainter {kind!r}" in text
 
 
 def test_missing_model_errors_name_the_protocol_file(tmp_path):

@@ -1008,3 +1008,41 @@ def test_export_onnx_makes_the_folder_and_refuses_a_folder_as_out(finished_run, 
     result = CliRunner().invoke(app, ["export-onnx", str(finished_run), str(out), "--size", "64"])
     assert result.exit_code == 0, result.output
     assert out.is_file()
+
+
+def test_a_damaged_best_record_neither_blocks_resume_nor_ships(prepared, tmp_path, caplog):
+    from m2f_bench.training.package import package_model
+
+    def interrupt_at_4(trainer, values):
+        if trainer.step == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    out = tmp_path / "r"
+    run(prepared, out, checkpoint={"best": True}, on_step=interrupt_at_4)
+    (out / "checkpoints" / "best" / "state.json").write_text('{"step": 8')
+    with pytest.raises(M2FError, match="package the run without --best"):
+        package_model(out, tmp_path / "m", best=True)
+    with caplog.at_level("WARNING"):
+        assert run(prepared, out, checkpoint={"best": True}, resume=True).step == 8
+    assert "starting a new best" in caplog.text
+    assert json.loads((out / "checkpoints" / "best" / "state.json").read_text())["step"] > 4
+    # A state.json that parses but lacks what training writes is damaged too.
+    latest = latest_checkpoint(out)
+    (latest / "state.json").write_text(json.dumps({"step": 8}))
+    with pytest.raises(M2FError, match=r"state\.json lacks config, optimizers, schedulers"):
+        run(prepared, out, checkpoint={"best": True}, resume=True)
+
+
+def test_a_fresh_start_without_resume_drops_stale_validation(prepared, tmp_path):
+    out = tmp_path / "again"
+    out.mkdir()
+    (out / "validation.jsonl").write_text('{"step": 6, "psnr": 1.0}\n')
+    run(prepared, out, optim={"steps": 2})
+    assert '"psnr": 1.0' not in (out / "validation.jsonl").read_text()
+
+
+def test_fit_gap_needs_two_splits(prepared):
+    from m2f_bench.training.fitgap import fit_gap
+
+    with pytest.raises(M2FError, match="both 'val'"):
+        list(fit_gap(["opencv-telea"], prepared, train_split="val", val_split="val"))

@@ -116,8 +116,12 @@ def _settings(data_home: Path | None, model_home: Path | None, offline: bool):
     from m2f_bench.settings import DATA_HOME_ENV, MODEL_HOME_ENV, Settings
 
     settings = Settings.resolve(data_home, model_home, offline=offline or None)
-    os.environ[DATA_HOME_ENV] = str(settings.data_home)
-    os.environ[MODEL_HOME_ENV] = str(settings.model_home)
+    # Only what the options set: without them the variables stay as the user left them
+    # (a protocol's ${M2F_MODEL_HOME:-models} keeps its fallback).
+    if data_home is not None:
+        os.environ[DATA_HOME_ENV] = str(settings.data_home)
+    if model_home is not None:
+        os.environ[MODEL_HOME_ENV] = str(settings.model_home)
     return settings
 
 
@@ -385,8 +389,10 @@ def evaluate(
 
     if device not in ("cpu", "cuda"):
         raise M2FError(f"unknown device {device!r}; choose cpu or cuda")
-    spec = load_protocol(protocol)
+    # Settings first: --model-home / --data-home also reach ${M2F_*} in the protocol, as
+    # in `validate`.
     settings = _settings(data_home, model_home, offline)
+    spec = load_protocol(protocol)
     out = out or Path("runs") / spec.name
     try:
         with _offline_environment(settings):

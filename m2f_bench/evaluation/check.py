@@ -103,6 +103,7 @@ def check_files(protocol: Protocol, settings: Any, source: str = "<protocol>") -
     """
     from m2f_bench.errors import ModelNotFoundError
     from m2f_bench.inpainters import INPAINTERS
+    from m2f_bench.inpainters.base import Inpainter
     from m2f_bench.recognition import RECOGNIZERS
 
     problems = []
@@ -119,8 +120,10 @@ def check_files(protocol: Protocol, settings: Any, source: str = "<protocol>") -
 
                     try:
                         args, holes = split_hole_args(args, factory)
+                        if isinstance(factory, type) and issubclass(factory, Inpainter):
+                            factory.check_spec(args)
                     except M2FError:
-                        continue  # check_protocol reports a bad hole: or segmenter:
+                        continue  # check_protocol reports bad values (hole:, weights: ...)
                     check_hole_files(holes, factory, settings)
                 check = getattr(factory, "check_files", None)
                 if check is not None:

@@ -20,6 +20,7 @@ checkpoint intact and ``latest`` pointing at a complete one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -35,6 +36,8 @@ from m2f_bench.errors import M2FError
 from m2f_bench.inpainters._nets import EncoderDecoderGenerator, save_generator
 
 _PREFIX = "step-"
+
+log = logging.getLogger(__name__)
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -58,19 +61,26 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def read_state(path: str | Path) -> dict[str, Any]:
-    """A checkpoint folder's ``state.json``.
+    """A checkpoint folder's ``state.json`` (or that of ``checkpoints/best``).
 
     Raises:
-        M2FError: Missing, cut off or not JSON (one line; it names the run's other
-            checkpoints, which may be intact).
+        M2FError: Missing, cut off, not JSON or lacking a key training writes (one line; it
+            says what to do instead: resume from another checkpoint, or package without
+            ``--best``).
     """
     path = Path(path)
     try:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError included
         raise M2FError(f"checkpoint {path} is damaged: {_reason(exc)}{_others(path)}") from None
+    required = ("validation",) if path.name == "best" else ("config", "optimizers", "schedulers")
+    missing = [k for k in required if not isinstance(state, dict) or k not in state]
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-        raise M2FError(f"checkpoint {path} is damaged: state.json has no step{_others(path)}")
+        missing.insert(0, "step")
+    if missing:
+        raise M2FError(
+            f"checkpoint {path} is damaged: state.json lacks {', '.join(missing)}{_others(path)}"
+        )
     return state
 
 
@@ -82,6 +92,8 @@ def _reason(exc: Exception) -> str:
 
 def _others(path: Path) -> str:
     """Where to look next: the run's other checkpoint folders (``latest`` may name one)."""
+    if path.name == "best":
+        return "; package the run without --best (a resumed run keeps a new best)"
     others = sorted(p.name for p in path.parent.glob("step-*") if p != path)
     if not others:
         return ""
@@ -258,7 +270,12 @@ def best_validation(run_dir: str | Path, up_to_step: int | None = None) -> dict[
     path = best_dir(run_dir) / "state.json"
     if not path.is_file():
         return None
-    state = read_state(path.parent)
+    try:
+        state = read_state(path.parent)
+    except M2FError as exc:
+        # Only the record of the best so far: the run goes on and keeps a new best.
+        log.warning("%s; starting a new best", exc)
+        return None
     if up_to_step is not None and state["step"] > up_to_step:
         return None
     return state["validation"]

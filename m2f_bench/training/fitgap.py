@@ -84,6 +84,8 @@ def fit_gap(
     from m2f_bench.training.config import DataSpec
     from m2f_bench.training.data import PreparedSplit, ValidationSet
 
+    if train_split == val_split:
+        raise M2FError(f"the training and held-out splits are both {train_split!r}")
     spec = DataSpec(root=Path(data), val_limit=limit)
     # Everything loads before the first row, so a bad argument stops before any output.
     splits = {

@@ -420,12 +420,13 @@ def _sample_grid(val: ValidationSet, restored: np.ndarray, count: int) -> np.nda
 
 
 def _prepare_run_dir(
-    config: TrainConfig | SegmenterConfig, run_dir: Path, resume: bool
+    config: TrainConfig | SegmenterConfig, run_dir: Path, resume: bool, is_main: bool = True
 ) -> Path | None:
     """Check the run folder against ``--resume``; return the checkpoint to resume from.
 
     Starting afresh in a folder a stopped attempt left without a checkpoint drops that
-    attempt's validation lines (TensorBoard's are purged when its writer opens).
+    attempt's validation lines (the main process does; TensorBoard's are purged when its
+    writer opens).
     """
     if (run_dir / "card.yaml").is_file() or any(run_dir.glob("*.safetensors")):
         raise M2FError(
@@ -441,9 +442,10 @@ def _prepare_run_dir(
     if checkpoint is not None:
         _check_resumable(read_state(checkpoint)["config"], config, checkpoint)
         return checkpoint
-    if resume:
-        log.warning("nothing to resume in %s (no checkpoint); starting at step 0", run_dir)
-    truncate_validation(run_dir, 0)
+    if is_main:
+        if resume:
+            log.warning("nothing to resume in %s (no checkpoint); starting at step 0", run_dir)
+        truncate_validation(run_dir, 0)
     return None
 
 
@@ -524,7 +526,7 @@ def train(
 
 def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
     spec = config.data
-    checkpoint = _prepare_run_dir(config, run_dir, resume)
+    checkpoint = _prepare_run_dir(config, run_dir, resume, ctx.is_main)
     train_split = PreparedSplit(spec.root, spec.train_split)
     trainer = Trainer(config, run_dir, ctx)
     trainer.check_size(*train_split.load(0)[0].shape[:2])
