@@ -515,10 +515,10 @@ def validate(
     for path in protocols:
         try:
             if _is_training_config(path):
-                from m2f_bench.training.config import load_config
+                from m2f_bench.training.config import file_problems, load_config
 
                 config = load_config(path)
-                problems = _training_file_problems(config) if files else []
+                problems = file_problems(config) if files else []
                 identity = getattr(config.loss, "identity", 0)
                 if files and identity:
                     from m2f_bench.recognition.arcface_onnx import resolve_model
@@ -548,55 +548,6 @@ def validate(
         typer.echo(f"{path}: ok")
     if failed:
         raise typer.Exit(2)
-
-
-def _training_file_problems(config) -> list[str]:
-    """The files a training config reads: its prepared data, ``model.init`` (whose weights
-    must be this model's) and, for predicted holes, the segmenter's weights; one entry,
-    naming the key, per missing or unfit file."""
-    from m2f_bench.inpainters.cards import resolve_weights
-
-    problems = []
-    manifest = Path(config.data.root) / "manifest.csv"
-    if not manifest.is_file():
-        problems.append(f"data.root: {manifest} not found (m2f-bench prepare ... --out)")
-    init = getattr(config.model, "init", None)
-    try:
-        if init:
-            weights = resolve_weights(init, config.model.name)
-            found = _weights_network(weights)
-            if found != config.model.name:
-                problems.append(f"model.init: {weights} holds {found!r} weights")
-    except M2FError as exc:
-        problems.append(f"model.init: {exc}")
-    if getattr(config.data, "holes", "exact") == "predicted":
-        try:
-            weights = resolve_weights(
-                config.data.segmenter, "mask-unet", kind="segmenter", file="segmenter"
-            )
-            if not weights.is_file():
-                raise M2FError(f"weight file not found: {weights}")
-        except M2FError as exc:
-            problems.append(f"data.segmenter: {exc}")
-    return problems
-
-
-def _weights_network(weights: Path) -> str | None:
-    """The network a weights file says it holds (its header only; no torch).
-
-    Raises:
-        M2FError: Missing, or not a readable safetensors file.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    if not weights.is_file():
-        raise M2FError(f"weight file not found: {weights}")
-    try:
-        with safe_open(str(weights), framework="numpy") as handle:
-            metadata = handle.metadata() or {}
-    except (SafetensorError, OSError) as exc:
-        raise M2FError(f"{weights}: not a readable weights file ({exc})") from None
-    return metadata.get("inpainter") or metadata.get("segmenter")
 
 
 def _is_training_config(path: Path) -> bool:
@@ -653,14 +604,12 @@ def list_plugins(
 
 def _trained_models() -> list[str]:
     """The model folders model lookup finds (model home, then the checkout's models/)."""
-    from m2f_bench.inpainters.cards import model_folders, read_card
+    from m2f_bench.inpainters.cards import iter_cards
 
     lines = []
-    for folder in model_folders():
-        try:
-            card = read_card(folder)
-        except M2FError as exc:
-            lines.append(f"{folder.name}  (skipped: {exc})")
+    for folder, card, error in iter_cards():
+        if card is None:
+            lines.append(f"{folder.name}  (skipped: {error})")
             continue
         kind = next((k for k in ("inpainter", "segmenter") if k in card), None)
         what = f"{kind}: {card[kind]}" if kind else "no inpainter: or segmenter: key"

@@ -274,8 +274,12 @@ def load_protocol(path: str | os.PathLike) -> Protocol:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ProtocolError(f"{path}: YAML syntax error{where}: {problem}") from None
+        raise ProtocolError(f"{path}: YAML syntax error{yaml_problem(exc)}") from None
     return parse_protocol(data, str(path))
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what a YAML syntax error is, in one line: `` (line L, column C): problem``."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    return f"{where}: {getattr(exc, 'problem', None) or 'invalid YAML'}"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,8 +26,6 @@ from torch.nn import functional as F
 
 from m2f_bench.errors import M2FError, ModelNotFoundError
 from m2f_bench.inpainters.cards import resolve_weights
-
-log = logging.getLogger(__name__)
 
 #: ``format`` metadata of a generator weight file written by m2f-bench.
 WEIGHTS_FORMAT = "m2f-bench-generator/1"

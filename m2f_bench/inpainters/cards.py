@@ -8,6 +8,7 @@ then in the checkout's ``models/``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from m2f_bench.errors import M2FError, ModelNotFoundError
@@ -37,10 +38,9 @@ def read_card(folder: Path) -> dict:
     try:
         card = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise M2FError(f"{path}: invalid YAML{at}: {problem}") from None
+        from m2f_bench.evaluation.protocol import yaml_problem
+
+        raise M2FError(f"{path}: YAML syntax error{yaml_problem(exc)}") from None
     except UnicodeDecodeError:
         raise M2FError(f"{path}: not a text file (invalid UTF-8)") from None
     except OSError as exc:
@@ -58,6 +58,15 @@ def model_folders() -> list[Path]:
     return [p.parent for root in roots for p in sorted(root.glob("*/card.yaml"))]
 
 
+def iter_cards() -> Iterator[tuple[Path, dict | None, M2FError | None]]:
+    """Each model folder (:func:`model_folders`) with its card, or with why it is unreadable."""
+    for folder in model_folders():
+        try:
+            yield folder, read_card(folder), None
+        except M2FError as exc:
+            yield folder, None, exc
+
+
 def find_model(name: str, kind: str = "inpainter") -> Path:
     """The model folder whose ``card.yaml`` says ``<kind>: <name>`` (the first one found).
 
@@ -69,15 +78,12 @@ def find_model(name: str, kind: str = "inpainter") -> Path:
         ModelNotFoundError: No card names that plug-in.
     """
     unreadable = []
-    for folder in model_folders():
-        try:
-            card = read_card(folder)
-        except M2FError as exc:
+    for folder, card, error in iter_cards():
+        if card is None:
             # One damaged card of some other model must not hide every other model.
-            log.warning("skipping a model card: %s", exc)
+            log.warning("skipping a model card: %s", error)
             unreadable.append(str(folder / "card.yaml"))
-            continue
-        if card.get(kind) == name:
+        elif card.get(kind) == name:
             return folder
     skipped = f"; unreadable: {', '.join(unreadable)}" if unreadable else ""
     raise ModelNotFoundError(
@@ -126,3 +132,22 @@ def resolve_weights(
         f"{kind} {name!r}: no weights at {path} (expected a .safetensors file, a model "
         "folder with card.yaml, or a training run folder with checkpoints/latest)"
     )
+
+
+def weights_network(weights: Path) -> str | None:
+    """The network a weights file says it holds (``inpainter`` or ``segmenter`` metadata),
+    read from the file's header only, without torch.
+
+    Raises:
+        M2FError: Missing, or not a readable safetensors file.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    if not weights.is_file():
+        raise M2FError(f"weight file not found: {weights}")
+    try:
+        with safe_open(str(weights), framework="numpy") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise M2FError(f"{weights}: not a readable weights file ({exc})") from None
+    return metadata.get("inpainter") or metadata.get("segmenter")

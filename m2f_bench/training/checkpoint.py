@@ -73,9 +73,10 @@ def read_state(path: str | Path) -> dict[str, Any]:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError included
         raise M2FError(f"checkpoint {path} is damaged: {_reason(exc)}{_others(path)}") from None
+    state = state if isinstance(state, dict) else {}
     required = ("validation",) if path.name == "best" else ("config", "optimizers", "schedulers")
-    missing = [k for k in required if not isinstance(state, dict) or k not in state]
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+    missing = [k for k in required if k not in state]
+    if not isinstance(state.get("step"), int):
         missing.insert(0, "step")
     if missing:
         raise M2FError(

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
 
 from m2f_bench.errors import M2FError
-from m2f_bench.evaluation.protocol import _format_errors, expand_env
+from m2f_bench.evaluation.protocol import _format_errors, expand_env, yaml_problem
 
 CONFIG_VERSION = 1
 
@@ -283,11 +283,40 @@ def load_config(path: str | os.PathLike) -> TrainConfig | SegmenterConfig:
     except UnicodeDecodeError:
         raise TrainConfigError(f"cannot read {path}: not a text file (invalid UTF-8)") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise TrainConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+        raise TrainConfigError(f"{path}: YAML syntax error{yaml_problem(exc)}") from None
     return parse_config(data, str(path))
+
+
+def file_problems(config: TrainConfig | SegmenterConfig) -> list[str]:
+    """The files a training config reads, checked without loading them (``validate``):
+    its prepared data, ``model.init`` (whose weights must be this model's) and, for
+    predicted holes, the segmenter's weights; one entry, naming the key, per missing or
+    unfit file."""
+    from m2f_bench.inpainters.cards import resolve_weights, weights_network
+
+    problems = []
+    manifest = Path(config.data.root) / "manifest.csv"
+    if not manifest.is_file():
+        problems.append(f"data.root: {manifest} not found (m2f-bench prepare ... --out)")
+    init = getattr(config.model, "init", None)
+    try:
+        if init:
+            weights = resolve_weights(init, config.model.name)
+            found = weights_network(weights)
+            if found != config.model.name:
+                problems.append(f"model.init: {weights} holds {found!r} weights")
+    except M2FError as exc:
+        problems.append(f"model.init: {exc}")
+    if getattr(config.data, "holes", "exact") == "predicted":
+        try:
+            weights = resolve_weights(
+                config.data.segmenter, "mask-unet", kind="segmenter", file="segmenter"
+            )
+            if not weights.is_file():
+                raise M2FError(f"weight file not found: {weights}")
+        except M2FError as exc:
+            problems.append(f"data.segmenter: {exc}")
+    return problems
 
 
 def config_to_yaml(config: TrainConfig | SegmenterConfig) -> str:

@@ -101,9 +101,9 @@ def is_blind(model: str) -> bool:
         return True
     card = Path(model) / "card.yaml"
     if card.is_file():
-        from m2f_bench.inpainters.cards import read_card as _card
+        from m2f_bench.inpainters.cards import read_card
 
-        return _card(Path(model)).get("inpainter") == "unet-gan-blind"
+        return read_card(Path(model)).get("inpainter") == "unet-gan-blind"
     return False
 
 

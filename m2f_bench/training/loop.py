@@ -222,20 +222,11 @@ class Trainer:
         )
 
     def check_size(self, height: int, width: int) -> None:
-        """Refuse crops the networks cannot fold: sides must be multiples of the generator's
-        coarsest cell (model.unshuffle × 2^(levels − 1)) and of discriminator.unshuffle.
-
-        Raises:
-            M2FError: One line naming the keys to change.
-        """
-        cell = self.generator.multiple
-        block = self.config.discriminator.unshuffle
-        if height % cell or width % cell or height % block or width % block:
-            raise M2FError(
-                f"the crops are {height}×{width} px: their sides must be multiples of "
-                f"{cell} (model.unshuffle × 2^(levels − 1)) and of {block} "
-                "(discriminator.unshuffle); change those keys or the crop size"
-            )
+        """Refuse crops the generator or the discriminator cannot fold (:func:`check_fold`)."""
+        check_fold(height, width, self.generator.multiple)
+        check_fold(
+            height, width, self.config.discriminator.unshuffle, keys="discriminator.unshuffle"
+        )
 
     def init_from(self, weights: str) -> Path:
         """Load the generator weights a second training stage starts from.
@@ -419,6 +410,32 @@ def _sample_grid(val: ValidationSet, restored: np.ndarray, count: int) -> np.nda
     return np.concatenate(rows, axis=0)
 
 
+def check_fold(
+    height: int, width: int, multiple: int, keys: str = "model.unshuffle × 2^(levels − 1)"
+) -> None:
+    """Refuse crops a network cannot fold into its pixel blocks and levels.
+
+    Raises:
+        M2FError: A side is not a multiple of ``multiple`` (one line naming ``keys``).
+    """
+    if height % multiple or width % multiple:
+        raise M2FError(
+            f"the crops are {height}×{width} px: their sides must be multiples of "
+            f"{multiple} ({keys}); change those keys or the crop size"
+        )
+
+
+def summary_writer(run_dir: Path, step: int):
+    """The run's TensorBoard writer; events an interrupted attempt logged from ``step`` on
+    are purged (they are logged again)."""
+    # TensorBoard imports TensorFlow when it is installed: keep its start-up notices
+    # (CPU features, absl) off stderr, where they would bury one-line errors.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=step)
+
+
 def _prepare_run_dir(
     config: TrainConfig | SegmenterConfig, run_dir: Path, resume: bool, is_main: bool = True
 ) -> Path | None:
@@ -573,13 +590,7 @@ def _train(config, run_dir, ctx, resume, progress, on_step) -> TrainResult:
     loader = make_loader(TrainingSamples(train_split, spec, config.seed), sampler, spec.workers)
     writer = None
     if ctx.is_main:
-        # TensorBoard imports TensorFlow when it is installed: keep its start-up notices
-        # (CPU features, absl) off stderr, where they would bury one-line errors.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from torch.utils.tensorboard import SummaryWriter
-
-        # purge_step drops events logged after the checkpoint by an interrupted attempt.
-        writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=trainer.step)
+        writer = summary_writer(run_dir, trainer.step)
 
     def save() -> Path | None:
         if not ctx.is_main:

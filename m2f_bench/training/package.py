@@ -324,10 +324,10 @@ def package_blind(
 
     from m2f_bench._download import sha256_file
     from m2f_bench._io import atomic_write_text
-    from m2f_bench.inpainters.cards import read_card as _card
+    from m2f_bench.inpainters.cards import read_card
 
     generator, segmenter, out_dir = Path(generator), Path(segmenter), Path(out_dir)
-    g_card, s_card = _card(generator), _card(segmenter)
+    g_card, s_card = read_card(generator), read_card(segmenter)
     if g_card.get("inpainter") != "unet-gan" or s_card.get("segmenter") != "mask-unet":
         raise M2FError(
             f"package-blind needs a unet-gan model folder and a mask-unet model folder; got "

@@ -50,7 +50,9 @@ from m2f_bench.training.loop import (
     _prepare_run_dir,
     _stop_on_interrupt,
     _write_run_info,
+    check_fold,
     lr_factor,
+    summary_writer,
     truncate_validation,
 )
 
@@ -235,13 +237,7 @@ def train_segmenter(
     network = MaskSegmenterNet(**config.model.arch_args()).to(
         kind, memory_format=torch.channels_last
     )
-    height, width = train_split.load(0)[0].shape[:2]
-    if height % network.multiple or width % network.multiple:
-        raise M2FError(
-            f"the crops are {height}×{width} px: their sides must be multiples of "
-            f"{network.multiple} (model.unshuffle × 2^(levels − 1)); change those keys or "
-            "the crop size"
-        )
+    check_fold(*train_split.load(0)[0].shape[:2], network.multiple)
     optimizer = torch.optim.Adam(network.parameters(), config.optim.lr, betas=config.optim.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config.optim))
     step = 0
@@ -262,12 +258,7 @@ def train_segmenter(
         len(train_split), config.optim.batch_size, config.optim.steps, config.seed, start_step=step
     )
     loader = make_loader(SegmentSamples(train_split, config), sampler, spec.workers)
-    # TensorBoard imports TensorFlow when it is installed: keep its start-up notices
-    # (CPU features, absl) off stderr, where they would bury one-line errors.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step)
+    writer = summary_writer(run_dir, step)
     autocast = config.amp and kind.type == "cuda"
     name = config.model.name
 
